@@ -1,0 +1,52 @@
+# theprotocol.operator -- every target does its own set-up (lab/bootstrap.sh) on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+COLLECTION_LINK := .build/collections/ansible_collections/theprotocol/operator
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+LAB_HOSTS ?= 1
+export LAB_HOSTS
+
+.PHONY: help lab lab-up lab-down lab-status images bootstrap collection test unit lint sanity integration
+
+help:
+	@echo "make lab         bring the offline lab up (images, SPIRE, frame, hosts) and print the inventory"
+	@echo "make test        unit tests, ansible-lint, ansible-test sanity, lab integration tests"
+	@echo "make lab-down    remove the lab (caches are kept)"
+	@echo "other targets:   bootstrap images lab-up lab-status unit lint sanity integration"
+
+bootstrap:
+	@bash lab/bootstrap.sh
+
+collection:
+	@mkdir -p $(dir $(COLLECTION_LINK)) && ln -sfn $(CURDIR) $(COLLECTION_LINK)
+
+images: bootstrap
+	@$(PY) lab/labctl.py build
+
+lab-up: bootstrap collection
+	@$(PY) lab/labctl.py up --hosts "$(LAB_HOSTS)"
+
+lab: lab-up
+
+lab-down: bootstrap
+	@$(PY) lab/labctl.py down
+
+lab-status: bootstrap
+	@$(PY) lab/labctl.py status
+
+unit: bootstrap collection
+	@bash tests/run_unit.sh
+
+lint: bootstrap collection
+	@$(VENV)/bin/ansible-lint --profile production
+
+sanity: bootstrap
+	@bash tests/sanity/run.sh
+
+integration: lab-up
+	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA
+
+test: unit lint sanity integration
+	@echo "make test: all suites passed"

@@ -1,0 +1,164 @@
+"""Integration tests run against the shared lab that `make lab-up` starts (one lab for all)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = REPO / "lab" / "state"
+sys.path.insert(0, str(REPO / ".build" / "collections"))
+sys.path.insert(0, str(REPO / "lab"))
+
+AGENT_DIR = "/var/lib/lab-it/agent"
+CERTS_DIR = "/var/lib/lab-it/certs"
+AGENT_SOCKET = "/tmp/spire-agent/public/api.sock"
+
+
+@pytest.fixture(scope="session")
+def lab() -> dict:
+    path = STATE / "lab.json"
+    if not path.exists():
+        pytest.fail("the lab is not up: run 'make lab-up' (make integration does it for you)")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def dkr() -> docker.DockerClient:
+    return docker.from_env(timeout=120)
+
+
+def sh(container, cmd, *, env=None, check=True, user="") -> tuple[int, str]:
+    """Run a command in a container; return (exit code, combined output)."""
+    if isinstance(cmd, str):
+        cmd = ["/bin/sh", "-c", cmd]
+    res = container.exec_run(cmd, environment=env, user=user)
+    out = res.output.decode(errors="replace")
+    if check and res.exit_code != 0:
+        raise AssertionError(f"{cmd!r} in {container.name} exited {res.exit_code}: {out[-2000:]}")
+    return res.exit_code, out
+
+
+def put_file(container, path: str, data: bytes, mode: int = 0o644) -> None:
+    directory, name = path.rsplit("/", 1)
+    sh(container, ["mkdir", "-p", directory])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    container.put_archive(directory, buf.getvalue())
+
+
+def file_from_image(dkr, image: str, path: str) -> bytes:
+    c = dkr.containers.create(image, entrypoint=["/bin/true"])
+    try:
+        stream, _ = c.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            return tar.extractfile(tar.getmembers()[0]).read()
+    finally:
+        c.remove(force=True)
+
+
+def wait_for(what: str, fn, timeout: float = 60, interval: float = 1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+            if value:
+                return value
+        except AssertionError as exc:  # keep the last reason for the failure message
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}" + (f": {last}" if last else ""))
+
+
+def server_cli(dkr, lab, *args) -> str:
+    server = dkr.containers.get(lab["spire_server"]["container"])
+    return sh(server, ["/opt/spire/bin/spire-server", *args])[1]
+
+
+AGENT_CONF = """\
+agent {{
+    data_dir = "{data}"
+    log_level = "INFO"
+    server_address = "{server}"
+    server_port = "{port}"
+    socket_path = "{socket}"
+    trust_bundle_path = "{data}/bundle.pem"
+    trust_domain = "{td}"
+}}
+plugins {{
+    NodeAttestor "x509pop" {{
+        plugin_data {{
+            private_key_path = "{data}/x509pop.key"
+            certificate_path = "{data}/x509pop.crt"
+        }}
+    }}
+    KeyManager "disk" {{
+        plugin_data {{ directory = "{data}/keys" }}
+    }}
+    WorkloadAttestor "unix" {{
+        plugin_data {{}}
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="session")
+def host1_agent(dkr, lab):
+    """A spire-agent (the lab image's binary) running in lab-host1 as a systemd unit,
+    attesting with host1's x509pop certificate. Yields its agent SPIFFE ID."""
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
+
+    host = dkr.containers.get(lab["hosts"]["host1"]["container"])
+    put_file(host, "/usr/local/bin/lab-spire-agent",
+             file_from_image(dkr, "theprotocol-lab/spire-agent:lab", "/opt/spire/bin/spire-agent"), 0o755)
+    put_file(host, f"{AGENT_DIR}/x509pop.crt", Path(lab["hosts"]["host1"]["x509pop_cert"]).read_bytes())
+    put_file(host, f"{AGENT_DIR}/x509pop.key", Path(lab["hosts"]["host1"]["x509pop_key"]).read_bytes(), 0o600)
+    put_file(host, f"{AGENT_DIR}/bundle.pem", Path(lab["bundle"]).read_bytes())
+    put_file(host, f"{AGENT_DIR}/agent.conf", AGENT_CONF.format(
+        data=AGENT_DIR, server=lab["spire_server"]["address"], port=lab["spire_server"]["port"],
+        socket=AGENT_SOCKET, td=lab["trust_domain"]).encode())
+    sh(host, "systemctl stop lab-spire-agent lab-cert-writer 2>/dev/null; systemctl reset-failed 2>/dev/null; true")
+    sh(host, ["systemd-run", "--unit=lab-spire-agent", "--collect",
+              "/usr/local/bin/lab-spire-agent", "run", "-config", f"{AGENT_DIR}/agent.conf"])
+    attestation = _x509.load_pem_chain(Path(lab["hosts"]["host1"]["x509pop_cert"]).read_bytes())[0]
+    agent_id = _x509.x509pop_agent_spiffe_id(lab["trust_domain"], attestation)
+    wait_for("the agent on lab-host1 to answer its healthcheck",
+             lambda: "Agent is healthy." in sh(host, ["/usr/local/bin/lab-spire-agent", "healthcheck"], check=False)[1],
+             timeout=60)
+    yield agent_id
+    sh(host, "systemctl stop lab-spire-agent lab-cert-writer 2>/dev/null; true")
+
+
+@pytest.fixture(scope="session")
+def host1_svid(dkr, lab, host1_agent):
+    """A workload entry for the registry SPIFFE ID and the cert-writer (the lab image's
+    binary) writing it in lab-host1 every 3 s. Yields the SPIFFE ID."""
+    host = dkr.containers.get(lab["hosts"]["host1"]["container"])
+    spiffe_id = f"spiffe://{lab['trust_domain']}/service/registry-labit"
+    entries = json.loads(server_cli(dkr, lab, "entry", "show", "-spiffeID", spiffe_id, "-output", "json"))
+    for e in entries.get("entries") or []:
+        server_cli(dkr, lab, "entry", "delete", "-entryID", e["id"])
+    server_cli(dkr, lab, "entry", "create", "-parentID", host1_agent, "-spiffeID", spiffe_id,
+               "-selector", "unix:uid:0", "-x509SVIDTTL", "600")
+    put_file(host, "/usr/local/bin/lab-cert-writer",
+             file_from_image(dkr, "theprotocol-lab/cert-writer:lab", "/usr/local/bin/cert-writer"), 0o755)
+    sh(host, ["rm", "-rf", CERTS_DIR])
+    sh(host, ["mkdir", "-p", CERTS_DIR])
+    sh(host, ["systemd-run", "--unit=lab-cert-writer", "--collect",
+              "-E", "CERT_WRITER_INTERVAL=3", "-E", f"CERT_WRITER_DIR={CERTS_DIR}",
+              "-E", f"SPIFFE_ENDPOINT_SOCKET=unix://{AGENT_SOCKET}", "-E", f"CERT_WRITER_SPIFFE_ID={spiffe_id}",
+              "/usr/local/bin/lab-cert-writer"])
+    wait_for("the cert-writer to write svid.pem",
+             lambda: sh(host, ["test", "-s", f"{CERTS_DIR}/svid.pem"], check=False)[0] == 0, timeout=60)
+    yield spiffe_id

@@ -1,0 +1,52 @@
+"""Issue 2 proof: real SPIRE x509pop attestation and the cert-writer on a lab host."""
+
+import json
+import re
+
+from conftest import CERTS_DIR, server_cli, sh, wait_for
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
+
+
+def test_agent_attests_with_x509pop(dkr, lab, host1_agent):
+    sha1 = host1_agent.rsplit("/", 1)[1]
+    assert re.fullmatch(r"[0-9a-f]{40}", sha1), host1_agent
+    assert host1_agent == f"spiffe://example.com/spire/agent/x509pop/{sha1}"
+    listed = json.loads(server_cli(dkr, lab, "agent", "list", "-output", "json"))
+    ids = {f"spiffe://{a['id']['trust_domain']}{a['id']['path']}": a for a in listed["agents"]}
+    assert host1_agent in ids, f"{host1_agent} not in {sorted(ids)}"
+    assert ids[host1_agent]["attestation_type"] == "x509pop"
+    assert not ids[host1_agent].get("banned", False)
+    # The guide's command, verbatim apart from the binary's place in the lab host.
+    host = dkr.containers.get(lab["hosts"]["host1"]["container"])
+    _, out = sh(host, ["/usr/local/bin/lab-spire-agent", "healthcheck"])
+    assert out.strip() == "Agent is healthy."
+
+
+def test_cert_writer_writes_the_registered_svid_and_rewrites_it(dkr, lab, host1_svid):
+    host = dkr.containers.get(lab["hosts"]["host1"]["container"])
+    svid = sh(host, ["cat", f"{CERTS_DIR}/svid.pem"])[1].encode()
+    bundle = sh(host, ["cat", f"{CERTS_DIR}/bundle.pem"])[1].encode()
+    key = sh(host, ["cat", f"{CERTS_DIR}/svid_key.pem"])[1].encode()
+    chain = _x509.load_pem_chain(svid)
+    cas = _x509.load_pem_chain(bundle)
+    assert _x509.svid_spiffe_id(chain[0]) == host1_svid
+    _x509.verify_chain(chain[0], chain[1:], cas)  # raises on a broken chain
+    assert _x509.key_matches_certificate(_x509.load_pem_key(key), chain[0])
+    # The bundle the cert-writer writes is the frame's bundle.
+    frame_cas = _x509.load_pem_chain(open(lab["bundle"], "rb").read())
+    assert {c.fingerprint(c.signature_hash_algorithm) for c in cas} >= \
+        {c.fingerprint(c.signature_hash_algorithm) for c in frame_cas}
+    # The write is atomic: the three names are symlinks into one ..data directory.
+    _, links = sh(host, f"readlink {CERTS_DIR}/svid.pem {CERTS_DIR}/svid_key.pem {CERTS_DIR}/bundle.pem")
+    assert links.split() == ["..data/svid.pem", "..data/svid_key.pem", "..data/bundle.pem"]
+    first = sh(host, ["readlink", f"{CERTS_DIR}/..data"])[1].strip()
+    wait_for("a second write after the 3 s interval",
+             lambda: sh(host, ["readlink", f"{CERTS_DIR}/..data"])[1].strip() != first, timeout=30)
+    _, journal = sh(host, ["journalctl", "-u", "lab-cert-writer", "-o", "cat", "--no-pager"])
+    fetches = [line for line in journal.splitlines() if "fetched SVID" in line]
+    assert len(fetches) >= 2, journal
+    assert f"spiffe_id={host1_svid}" in fetches[-1]
+    assert f"serial={chain[0].serial_number:x}" in "\n".join(fetches)
+    assert "not_after=" in fetches[-1]
+    assert "PRIVATE KEY" not in journal
