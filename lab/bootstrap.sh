@@ -32,6 +32,7 @@ fi
 pkgs=()
 command -v dockerd >/dev/null || pkgs+=(docker.io)
 command -v debootstrap >/dev/null || pkgs+=(debootstrap)
+command -v shellcheck >/dev/null || pkgs+=(shellcheck)  # ansible-test sanity skips it silently otherwise
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || pkgs+=(debian-archive-keyring)
 if [ ${#pkgs[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || die "need ${pkgs[*]} but this is not a Debian/Ubuntu machine"

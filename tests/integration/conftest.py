@@ -60,7 +60,7 @@ def put_file(container, path: str, data: bytes, mode: int = 0o644) -> None:
 def file_from_image(dkr, image: str, path: str) -> bytes:
     c = dkr.containers.create(image, entrypoint=["/bin/true"])
     try:
-        stream, _ = c.get_archive(path)
+        stream, _stat = c.get_archive(path)
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             return tar.extractfile(tar.getmembers()[0]).read()
     finally:
@@ -129,6 +129,7 @@ def host1_agent(dkr, lab):
         data=AGENT_DIR, server=lab["spire_server"]["address"], port=lab["spire_server"]["port"],
         socket=AGENT_SOCKET, td=lab["trust_domain"]).encode())
     sh(host, "systemctl stop lab-spire-agent lab-cert-writer 2>/dev/null; systemctl reset-failed 2>/dev/null; true")
+    sh(host, ["install", "-d", "-m", "0700", f"{AGENT_DIR}/keys"])
     sh(host, ["systemd-run", "--unit=lab-spire-agent", "--collect",
               "/usr/local/bin/lab-spire-agent", "run", "-config", f"{AGENT_DIR}/agent.conf"])
     attestation = _x509.load_pem_chain(Path(lab["hosts"]["host1"]["x509pop_cert"]).read_bytes())[0]

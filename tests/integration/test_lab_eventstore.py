@@ -16,7 +16,7 @@ def _post(host, lab, *cert_args):
     cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", f"{CERTS_DIR}/bundle.pem",
            "--resolve", f"lab-eventstore:8443:{lab['eventstore']['address']}",
            "-H", "Content-Type: application/json", "-d", EVENT, lab["eventstore"]["url"], *cert_args]
-    _, out = sh(host, cmd, check=False)
+    out = sh(host, cmd, check=False)[1]
     return out.strip()
 
 

@@ -15,7 +15,7 @@ def _run(cmd, env_update=None, path=None):
     env = dict(os.environ, **(env_update or {}))
     if path is not None:
         env["PATH"] = path
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _one_clear_line(proc, *words):

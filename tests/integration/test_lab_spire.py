@@ -19,7 +19,7 @@ def test_agent_attests_with_x509pop(dkr, lab, host1_agent):
     assert not ids[host1_agent].get("banned", False)
     # The guide's command, verbatim apart from the binary's place in the lab host.
     host = dkr.containers.get(lab["hosts"]["host1"]["container"])
-    _, out = sh(host, ["/usr/local/bin/lab-spire-agent", "healthcheck"])
+    out = sh(host, ["/usr/local/bin/lab-spire-agent", "healthcheck"])[1]
     assert out.strip() == "Agent is healthy."
 
 
@@ -30,7 +30,7 @@ def test_cert_writer_writes_the_registered_svid_and_rewrites_it(dkr, lab, host1_
     key = sh(host, ["cat", f"{CERTS_DIR}/svid_key.pem"])[1].encode()
     chain = _x509.load_pem_chain(svid)
     cas = _x509.load_pem_chain(bundle)
-    assert _x509.svid_spiffe_id(chain[0]) == host1_svid
+    assert _x509.svid_spiffe_id(chain[0])[0] == host1_svid
     _x509.verify_chain(chain[0], chain[1:], cas)  # raises on a broken chain
     assert _x509.key_matches_certificate(_x509.load_pem_key(key), chain[0])
     # The bundle the cert-writer writes is the frame's bundle.
@@ -38,12 +38,12 @@ def test_cert_writer_writes_the_registered_svid_and_rewrites_it(dkr, lab, host1_
     assert {c.fingerprint(c.signature_hash_algorithm) for c in cas} >= \
         {c.fingerprint(c.signature_hash_algorithm) for c in frame_cas}
     # The write is atomic: the three names are symlinks into one ..data directory.
-    _, links = sh(host, f"readlink {CERTS_DIR}/svid.pem {CERTS_DIR}/svid_key.pem {CERTS_DIR}/bundle.pem")
+    links = sh(host, f"readlink {CERTS_DIR}/svid.pem {CERTS_DIR}/svid_key.pem {CERTS_DIR}/bundle.pem")[1]
     assert links.split() == ["..data/svid.pem", "..data/svid_key.pem", "..data/bundle.pem"]
     first = sh(host, ["readlink", f"{CERTS_DIR}/..data"])[1].strip()
     wait_for("a second write after the 3 s interval",
              lambda: sh(host, ["readlink", f"{CERTS_DIR}/..data"])[1].strip() != first, timeout=30)
-    _, journal = sh(host, ["journalctl", "-u", "lab-cert-writer", "-o", "cat", "--no-pager"])
+    journal = sh(host, ["journalctl", "-u", "lab-cert-writer", "-o", "cat", "--no-pager"])[1]
     fetches = [line for line in journal.splitlines() if "fetched SVID" in line]
     assert len(fetches) >= 2, journal
     assert f"spiffe_id={host1_svid}" in fetches[-1]

@@ -1,0 +1,412 @@
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""X.509 and SPIFFE helpers for SVID files (private to this collection).
+
+Pure functions on PEM data; no Ansible imports.  Every error is raised as
+:class:`X509Error` with a message that says what is wrong and what to do.
+Nothing here ever returns or formats private key material.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import traceback
+
+CRYPTOGRAPHY_IMP_ERR = None
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtensionOID
+except ImportError:
+    CRYPTOGRAPHY_IMP_ERR = traceback.format_exc()
+    HAS_CRYPTOGRAPHY = False
+else:
+    HAS_CRYPTOGRAPHY = hasattr(x509.Certificate, 'verify_directly_issued_by')
+
+MINIMAL_CRYPTOGRAPHY_VERSION = '40.0'
+CRYPTOGRAPHY_MISSING_MSG = (
+    'The Python library cryptography >= %s is required on the target host to read SVIDs. '
+    'Install it there (for example the python3-cryptography package) and retry.' % MINIMAL_CRYPTOGRAPHY_VERSION
+)
+
+SPIFFE_SCHEME = 'spiffe://'
+SPIFFE_ID_MAX_LENGTH = 2048
+DEFAULT_TRUST_DOMAIN = 'example.com'
+MAX_CHAIN_DEPTH = 10
+
+_TRUST_DOMAIN_RE = re.compile(r'^[a-z0-9._-]+$')
+_PATH_SEGMENT_RE = re.compile(r'^[A-Za-z0-9._-]+$')
+_DNS_LABEL_RE = re.compile(r'^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')
+
+
+class X509Error(Exception):
+    """The one error type of this module; its message is meant for the operator."""
+
+
+def require_cryptography():
+    """Raise X509Error when a usable cryptography library is missing."""
+    if not HAS_CRYPTOGRAPHY:
+        raise X509Error(CRYPTOGRAPHY_MISSING_MSG)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _to_bytes(data):
+    if isinstance(data, str):
+        return data.encode('utf-8')
+    return data
+
+
+def load_pem_chain(data, what='certificate file'):
+    """Return the list of certificates in PEM ``data`` (leaf first, as written)."""
+    require_cryptography()
+    data = _to_bytes(data)
+    if not data or b'-----BEGIN CERTIFICATE-----' not in data:
+        raise X509Error(
+            'The %s contains no PEM certificate (no "BEGIN CERTIFICATE" block). '
+            'Check that the path points at the certificate and that cert-writer has written it.' % what)
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise X509Error(
+            'The %s holds a PEM certificate block that cannot be parsed (%s). '
+            'The file is damaged or truncated: let cert-writer write it again.' % (what, exc))
+
+
+def load_pem_key(data, what='private key file'):
+    """Return the private key in PEM ``data`` (unencrypted PKCS#8, PKCS#1 or SEC1)."""
+    require_cryptography()
+    data = _to_bytes(data)
+    if not data or b'PRIVATE KEY-----' not in data:
+        raise X509Error(
+            'The %s contains no PEM private key. '
+            'Check that the path points at the SVID key and that cert-writer has written it.' % what)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise X509Error(
+            'The %s is encrypted. SVID keys are written unencrypted by cert-writer; '
+            'point at the key written by cert-writer.' % what)
+    except (ValueError, UnsupportedAlgorithm):
+        # The library's message is not repeated on purpose: it is never about the
+        # key's content, but keep the output free of anything derived from it.
+        raise X509Error(
+            'The %s cannot be parsed as a private key. '
+            'The file is damaged or of an unsupported type: let cert-writer write it again.' % what)
+
+
+def _spki(public_key):
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_matches_certificate(private_key, cert):
+    """True when ``private_key`` is the private half of the public key in ``cert``."""
+    try:
+        return _spki(private_key.public_key()) == _spki(cert.public_key())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+
+
+# --------------------------------------------------------------------------- SPIFFE IDs
+
+def validate_trust_domain(trust_domain):
+    """Return ``trust_domain`` if it is a valid SPIFFE trust domain name."""
+    if not isinstance(trust_domain, str) or not trust_domain:
+        raise X509Error('The trust domain is empty. Set it to the trust domain of your parent frame, e.g. %s.'
+                        % DEFAULT_TRUST_DOMAIN)
+    if not _TRUST_DOMAIN_RE.match(trust_domain):
+        raise X509Error(
+            'The trust domain %r is invalid: only lowercase letters, digits, ".", "-" and "_" are allowed '
+            '(SPIFFE ID spec). Use the trust domain exactly as the parent frame issued it.' % trust_domain)
+    return trust_domain
+
+
+def parse_spiffe_id(spiffe_id):
+    """Split a SPIFFE ID into ``(trust_domain, path)``; path is '' or starts with '/'."""
+    if not isinstance(spiffe_id, str) or not spiffe_id:
+        raise X509Error('The SPIFFE ID is empty. Expected spiffe://<trust-domain>/<path>.')
+    if len(spiffe_id.encode('utf-8')) > SPIFFE_ID_MAX_LENGTH:
+        raise X509Error('The SPIFFE ID is longer than %d bytes, the SPIFFE maximum.' % SPIFFE_ID_MAX_LENGTH)
+    if not spiffe_id.startswith(SPIFFE_SCHEME):
+        raise X509Error('%r is not a SPIFFE ID: it must start with "spiffe://" (lowercase scheme). '
+                        'Expected spiffe://<trust-domain>/<path>.' % spiffe_id)
+    rest = spiffe_id[len(SPIFFE_SCHEME):]
+    if '?' in rest or '#' in rest:
+        raise X509Error('The SPIFFE ID %r has a query or fragment, which SPIFFE IDs must not have.' % spiffe_id)
+    trust_domain, sep, path = rest.partition('/')
+    if not trust_domain:
+        raise X509Error('The SPIFFE ID %r has no trust domain. Expected spiffe://<trust-domain>/<path>.' % spiffe_id)
+    if '@' in trust_domain or ':' in trust_domain:
+        raise X509Error('The SPIFFE ID %r has user info or a port in its trust domain, which SPIFFE IDs must not have.'
+                        % spiffe_id)
+    try:
+        validate_trust_domain(trust_domain)
+    except X509Error:
+        raise X509Error(
+            'The SPIFFE ID %r has an invalid trust domain %r: only lowercase letters, digits, ".", "-" and "_" '
+            'are allowed.' % (spiffe_id, trust_domain))
+    if not sep:
+        return trust_domain, ''
+    for segment in path.split('/'):
+        if not segment:
+            raise X509Error('The SPIFFE ID %r has an empty path segment or a trailing "/", which SPIFFE IDs must not have.'
+                            % spiffe_id)
+        if segment in ('.', '..'):
+            raise X509Error('The SPIFFE ID %r has a "." or ".." path segment, which SPIFFE IDs must not have.'
+                            % spiffe_id)
+        if not _PATH_SEGMENT_RE.match(segment):
+            raise X509Error(
+                'The SPIFFE ID %r has an invalid path segment %r: only letters, digits, ".", "-" and "_" '
+                'are allowed.' % (spiffe_id, segment))
+    return trust_domain, '/' + path
+
+
+def uri_sans(cert):
+    """Return all URI SANs of ``cert`` (empty list when there is no SAN extension)."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    except x509.ExtensionNotFound:
+        return []
+    return list(ext.value.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def spiffe_ids(cert):
+    """Return the URI SANs of ``cert`` that look like SPIFFE IDs (not validated)."""
+    return [uri for uri in uri_sans(cert) if uri.lower().startswith(SPIFFE_SCHEME)]
+
+
+def svid_spiffe_id(cert):
+    """Return ``(spiffe_id, trust_domain, path)`` of an X.509-SVID leaf.
+
+    The SVID must carry exactly one URI SAN, a valid SPIFFE ID with a non-empty path.
+    """
+    uris = uri_sans(cert)
+    if not uris:
+        raise X509Error('The certificate has no URI SAN, so it is not an X.509-SVID. '
+                        'Check that the file is the SVID written by cert-writer, not another certificate.')
+    if len(uris) > 1:
+        raise X509Error('The certificate has %d URI SANs (%s); an X.509-SVID must have exactly one. '
+                        'Ask the parent frame to fix the registration entry.' % (len(uris), ', '.join(uris)))
+    spiffe_id = uris[0]
+    trust_domain, path = parse_spiffe_id(spiffe_id)
+    if not path:
+        raise X509Error('The SVID carries the trust domain ID %r without a path; a workload SVID needs a path '
+                        'such as /service/registry-<operator-name>.' % spiffe_id)
+    return spiffe_id, trust_domain, path
+
+
+# --------------------------------------------------------------------------- names
+
+def validate_operator_name(name):
+    """Return ``name`` if it is an RFC 1123 DNS label (lowercase, 1-63 chars)."""
+    if not isinstance(name, str) or not _DNS_LABEL_RE.match(name):
+        raise X509Error(
+            'The operator name %r is invalid: use 1 to 63 lowercase letters, digits or "-", '
+            'starting and ending with a letter or digit (RFC 1123 label).' % (name,))
+    return name
+
+
+def registry_spiffe_id(trust_domain, operator_name):
+    """SPIFFE ID of the registry workload: spiffe://<td>/service/registry-<operator_name>."""
+    validate_trust_domain(trust_domain)
+    validate_operator_name(operator_name)
+    return '%s%s/service/registry-%s' % (SPIFFE_SCHEME, trust_domain, operator_name)
+
+
+def sha1_fingerprint(cert):
+    """Lowercase hex SHA-1 of the certificate's DER encoding (no separators)."""
+    return cert.fingerprint(hashes.SHA1()).hex()  # nosec - SPIRE's x509pop fingerprint is SHA-1
+
+
+def sha256_fingerprint(cert):
+    """Lowercase hex SHA-256 of the certificate's DER encoding (no separators)."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def x509pop_agent_spiffe_id(trust_domain, attestation_cert):
+    """Agent SPIFFE ID SPIRE's x509pop attestor assigns by default.
+
+    Default agent_path_template ``{{ .PluginName }}/{{ .Fingerprint }}`` under
+    ``/spire/agent/``; the fingerprint is the SHA-1 of the leaf's DER, lowercase hex.
+    """
+    validate_trust_domain(trust_domain)
+    return '%s%s/spire/agent/x509pop/%s' % (SPIFFE_SCHEME, trust_domain, sha1_fingerprint(attestation_cert))
+
+
+# --------------------------------------------------------------------------- time
+
+def _utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _as_utc(value):
+    if value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc)
+
+
+def not_valid_before(cert):
+    """Start of the validity window as an aware UTC datetime."""
+    value = getattr(cert, 'not_valid_before_utc', None)
+    return _as_utc(value if value is not None else cert.not_valid_before)
+
+
+def not_valid_after(cert):
+    """End of the validity window as an aware UTC datetime."""
+    value = getattr(cert, 'not_valid_after_utc', None)
+    return _as_utc(value if value is not None else cert.not_valid_after)
+
+
+def isoformat(value):
+    """ISO-8601 UTC with a 'Z' suffix, second precision."""
+    return _as_utc(value).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def remaining_seconds(cert, now=None):
+    """Whole seconds until not_after (negative once expired)."""
+    now = _as_utc(now) if now is not None else _utcnow()
+    return int((not_valid_after(cert) - now).total_seconds() // 1)
+
+
+def is_expired(cert, now=None):
+    """True once ``now`` is past not_after."""
+    now = _as_utc(now) if now is not None else _utcnow()
+    return now > not_valid_after(cert)
+
+
+def is_not_yet_valid(cert, now=None):
+    """True while ``now`` is before not_before."""
+    now = _as_utc(now) if now is not None else _utcnow()
+    return now < not_valid_before(cert)
+
+
+def _check_validity(cert, now, role):
+    if is_not_yet_valid(cert, now):
+        raise X509Error('The %s %s is not valid before %s. Check the clock of this host (NTP) and of the issuer.'
+                        % (role, _name(cert), isoformat(not_valid_before(cert))))
+    if is_expired(cert, now):
+        if role == 'certificate':
+            todo = 'Fetch a fresh SVID: check spire-agent health, restart spire-agent, then cert-writer.'
+        else:
+            todo = 'Let cert-writer write the current trust bundle and SVID chain, or ask the parent frame for them.'
+        raise X509Error('The %s %s expired at %s. %s' % (role, _name(cert), isoformat(not_valid_after(cert)), todo))
+
+
+# --------------------------------------------------------------------------- extensions
+
+def _extension(cert, oid):
+    try:
+        return cert.extensions.get_extension_for_oid(oid).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def has_digital_signature(cert):
+    """True when the certificate has a KeyUsage extension with digitalSignature set."""
+    usage = _extension(cert, ExtensionOID.KEY_USAGE)
+    return bool(usage is not None and usage.digital_signature)
+
+
+def is_ca(cert):
+    """True when basicConstraints says CA:TRUE."""
+    constraints = _extension(cert, ExtensionOID.BASIC_CONSTRAINTS)
+    return bool(constraints is not None and constraints.ca)
+
+
+def _name(cert):
+    return '"%s"' % (cert.subject.rfc4514_string() or '(empty subject)')
+
+
+# --------------------------------------------------------------------------- chain
+
+def _directly_issued_by(cert, issuer):
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _check_issuer(issuer, below, now):
+    """Validate ``issuer`` as a CA with ``below`` intermediate CAs under it."""
+    _check_validity(issuer, now, 'CA certificate')
+    constraints = _extension(issuer, ExtensionOID.BASIC_CONSTRAINTS)
+    if constraints is None or not constraints.ca:
+        raise X509Error('The certificate %s signs the chain but is not a CA (basicConstraints CA:TRUE missing). '
+                        'Only CA certificates may issue SVIDs: check the trust bundle and intermediates.'
+                        % _name(issuer))
+    if constraints.path_length is not None and below > constraints.path_length:
+        raise X509Error('The CA %s allows %d intermediate CA(s) below it but the chain has %d.'
+                        % (_name(issuer), constraints.path_length, below))
+    usage = _extension(issuer, ExtensionOID.KEY_USAGE)
+    if usage is not None and not usage.key_cert_sign:
+        raise X509Error('The CA %s has a KeyUsage without keyCertSign, so it may not sign certificates.'
+                        % _name(issuer))
+
+
+def verify_chain(leaf, intermediates, bundle, now=None):
+    """Verify that ``leaf`` chains through ``intermediates`` to a CA in ``bundle``.
+
+    Checks signatures, validity windows of every certificate and CA constraints of
+    every issuer. No hostname or other policy is applied. Returns the path from the
+    leaf to the trust anchor (inclusive).
+    """
+    require_cryptography()
+    now = _as_utc(now) if now is not None else _utcnow()
+    bundle = list(bundle or [])
+    if not bundle:
+        raise X509Error('The trust bundle holds no CA certificate. Check that the bundle file is the SPIRE bundle '
+                        'written by cert-writer.')
+    _check_validity(leaf, now, 'certificate')
+    pool = list(intermediates or [])
+    path = [leaf]
+    current = leaf
+    for _depth in range(MAX_CHAIN_DEPTH):
+        # A trust anchor is preferred over an intermediate with the same name.
+        for anchor in bundle:
+            if _directly_issued_by(current, anchor):
+                _check_issuer(anchor, len(path) - 1, now)
+                path.append(anchor)
+                return path
+        for candidate in pool:
+            if _directly_issued_by(current, candidate):
+                _check_issuer(candidate, len(path) - 1, now)
+                pool.remove(candidate)
+                path.append(candidate)
+                current = candidate
+                break
+        else:
+            raise X509Error(
+                'No certificate in the trust bundle (%d CA(s)) or among the %d intermediate(s) issued %s '
+                '(issuer %s), so the chain does not lead to the bundle. Check that the bundle is the current SPIRE '
+                'bundle of this trust domain and that the SVID file carries its intermediates.'
+                % (len(bundle), len(intermediates or []), _name(current),
+                   '"%s"' % current.issuer.rfc4514_string()))
+    raise X509Error('The chain is longer than %d certificates without reaching the trust bundle.' % MAX_CHAIN_DEPTH)
+
+
+# --------------------------------------------------------------------------- describe
+
+def describe_certificate(cert, now=None):
+    """Public facts about ``cert`` as a plain dict (never key material)."""
+    ids = spiffe_ids(cert)
+    return {
+        'subject': cert.subject.rfc4514_string(),
+        'issuer': cert.issuer.rfc4514_string(),
+        'serial': format(cert.serial_number, 'x'),
+        'not_before': isoformat(not_valid_before(cert)),
+        'not_after': isoformat(not_valid_after(cert)),
+        'remaining_seconds': remaining_seconds(cert, now),
+        'is_ca': is_ca(cert),
+        'spiffe_id': ids[0] if len(ids) == 1 else None,
+        'spiffe_ids': ids,
+        'sha1_fingerprint': sha1_fingerprint(cert),
+        'sha256_fingerprint': sha256_fingerprint(cert),
+    }
