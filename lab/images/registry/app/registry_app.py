@@ -124,7 +124,7 @@ class RegistryApp:
                 func()
                 results[name] = None
             except Exception as exc:  # pylint: disable=broad-except
-                results[name] = type(exc).__name__
+                results[name] = (type(exc).__name__, registry_backends.classify_error(exc))
 
         threads = [threading.Thread(target=run, args=c, daemon=True) for c in checks]
         for thread in threads:
@@ -134,16 +134,21 @@ class RegistryApp:
         body = {"status": "ok"}
         for name, _func in checks:
             if name not in results:
-                body[name], body[name + "_error"] = "failed", "Timeout"
-            elif results[name] is None:
+                results[name] = ("Timeout", "timeout")
+            if results[name] is None:
                 body[name] = "ok"
-            else:
-                body[name], body[name + "_error"] = "failed", results[name]
+                continue
+            error, reason = results[name]
+            body[name], body[name + "_error"] = "failed", error
+            if reason:
+                body[name + "_reason"] = reason
         failed = [n for n, _f in checks if body[n] != "ok"]
         if failed:
             body["status"] = "error"
             log.info("health failed %s", " ".join(
-                "%s=%s" % (n, body[n + "_error"]) for n in failed))
+                "%s=%s%s" % (n, body[n + "_error"],
+                             " %s_reason=%s" % (n, body[n + "_reason"])
+                             if n + "_reason" in body else "") for n in failed))
             return 503, body
         return 200, body
 

@@ -21,6 +21,37 @@ SCHEMA_SQL = (
 
 LAST_EVENT_KEY = "registry:last_event_status"
 
+_AUTH_MARKERS = ("password authentication failed", "wrongpass", "noauth",
+                 "invalid password", "invalid username-password", "authentication failed",
+                 "no password supplied", "authentication required")
+_UNREACHABLE_MARKERS = ("connection refused", "could not translate host name",
+                        "name or service not known", "no route to host",
+                        "network is unreachable", "temporary failure in name resolution",
+                        "could not connect")
+_TIMEOUT_MARKERS = ("timeout expired", "timed out")
+
+
+def classify_error(exc):
+    """A coarse reason token for a backend failure: auth_failed, unreachable, timeout
+    or None.  The exception text is only matched against fixed markers, never
+    returned or logged."""
+    name = type(exc).__name__
+    if name == "AuthenticationError":
+        return "auth_failed"
+    if name == "TimeoutError" or isinstance(exc, TimeoutError):
+        return "timeout"
+    try:
+        text = str(exc).lower()
+    except Exception:  # pylint: disable=broad-except
+        return None
+    if any(marker in text for marker in _AUTH_MARKERS):
+        return "auth_failed"
+    if any(marker in text for marker in _TIMEOUT_MARKERS):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError) or any(m in text for m in _UNREACHABLE_MARKERS):
+        return "unreachable"
+    return None
+
 
 class Backends:
     def __init__(self, settings):
