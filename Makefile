@@ -8,13 +8,13 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LAB_HOSTS ?= 1
 export LAB_HOSTS
 
-.PHONY: help lab lab-up lab-down lab-status images bootstrap collection test unit lint sanity integration
+.PHONY: help lab lab-up lab-down lab-status deploy images bootstrap collection test unit lint sanity integration
 
 help:
-	@echo "make lab         bring the offline lab up (images, SPIRE, frame, hosts) and print the inventory"
+	@echo "make lab         bring the offline lab up and deploy the operator stack on its hosts (site.yml)"
 	@echo "make test        unit tests, ansible-lint, ansible-test sanity, lab integration tests"
 	@echo "make lab-down    remove the lab (caches are kept)"
-	@echo "other targets:   bootstrap images lab-up lab-status unit lint sanity integration"
+	@echo "other targets:   bootstrap images lab-up deploy lab-status unit lint sanity integration"
 
 bootstrap:
 	@bash lab/bootstrap.sh
@@ -28,7 +28,11 @@ images: bootstrap
 lab-up: bootstrap collection
 	@$(PY) lab/labctl.py up --hosts "$(LAB_HOSTS)"
 
+deploy: collection
+	@$(VENV)/bin/ansible-playbook -i lab/state/inventory.yml playbooks/site.yml
+
 lab: lab-up
+	@$(MAKE) -s deploy
 
 lab-down: bootstrap
 	@$(PY) lab/labctl.py down
@@ -45,6 +49,8 @@ lint: bootstrap collection
 sanity: bootstrap
 	@bash tests/sanity/run.sh
 
+# The inputs tests need a second, never-deployed host.
+integration: LAB_HOSTS := $(if $(filter 1,$(LAB_HOSTS)),2,$(LAB_HOSTS))
 integration: lab-up
 	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA
 

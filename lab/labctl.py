@@ -541,31 +541,45 @@ def push_images(client, registry_port: int) -> None:
 
 
 def write_inventory(facts: dict) -> None:
+    """The lab inventory: the frame, the registry hosts, and the lab's values for the
+    playbooks' theprotocol_* inputs (see playbooks/site.yml) and the docker_engine role."""
     hosts = {}
     for h, info in facts["hosts"].items():
         n = h.removeprefix("host")
         hosts[h] = {
             "ansible_host": info["container"],
             "theprotocol_lab_address": info["address"],
-            "theprotocol_lab_x509pop_cert": info["x509pop_cert"],
-            "theprotocol_lab_x509pop_key": info["x509pop_key"],
-            "theprotocol_lab_operator_name": f"operator{n}",
-            "theprotocol_lab_registry_name": f"registry{n}",
+            "theprotocol_operator_name": f"operator{n}",
+            "theprotocol_registry_name": f"registry{n}",
+            "theprotocol_registry_did": f"did:web:registry{n}.lab.example.com",
         }
+    images = {n.replace("-", "_"): ref for n, ref in facts["image_registry"]["images"].items()}
     inv = {
         "all": {
             "vars": {
                 "ansible_connection": "community.docker.docker",
                 "ansible_python_interpreter": "/usr/bin/python3",
-                "theprotocol_lab_trust_domain": facts["trust_domain"],
+                "theprotocol_trust_domain": facts["trust_domain"],
+                "theprotocol_spire_server_address": facts["spire_server"]["address"],
+                "theprotocol_spire_server_port": facts["spire_server"]["port"],
+                "theprotocol_frame_ca_cert": facts["frame_ca_cert"],
+                "theprotocol_frame_ca_key": facts["frame_ca_key"],
+                "theprotocol_onboarding_dir": str(STATE / "onboarding"),
+                "theprotocol_images": images,
+                "theprotocol_eventstore_url": facts["eventstore"]["url"],
+                "theprotocol_extra_hosts": [f"{EVENTSTORE}:{facts['eventstore']['address']}"],
+                # Short lifetimes so that rotation is seen within a test.
+                "theprotocol_svid_ttl": 120,
+                "theprotocol_cert_writer_interval": 15,
+                "docker_engine_install_method": "distribution",
+                "docker_engine_compose_plugin_source": "controller",
+                "docker_engine_compose_plugin_controller_path": "/usr/local/lib/docker/cli-plugins/docker-compose",
+                "docker_engine_registry_ca_certs": [
+                    {"registry": facts["image_registry"]["lab_name"],
+                     "ca_pem": Path(facts["tls_ca_cert"]).read_text()},
+                ],
                 "theprotocol_lab_bundle": facts["bundle"],
-                "theprotocol_lab_tls_ca_cert": facts["tls_ca_cert"],
-                "theprotocol_lab_spire_server_address": facts["spire_server"]["address"],
-                "theprotocol_lab_spire_server_port": facts["spire_server"]["port"],
                 "theprotocol_lab_eventstore_address": facts["eventstore"]["address"],
-                "theprotocol_lab_image_registry": facts["image_registry"]["lab_name"],
-                "theprotocol_lab_image_registry_address": facts["image_registry"]["address"],
-                "theprotocol_lab_images": facts["image_registry"]["images"],
             },
             "children": {
                 "theprotocol_frame": {"hosts": {"frame": {"ansible_host": FRAME}}},

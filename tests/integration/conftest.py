@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import tarfile
 import time
@@ -163,3 +165,42 @@ def host1_svid(dkr, lab, host1_agent):
     wait_for("the cert-writer to write svid.pem",
              lambda: sh(host, ["test", "-s", f"{CERTS_DIR}/svid.pem"], check=False)[0] == 0, timeout=60)
     yield spiffe_id
+
+
+INVENTORY = STATE / "inventory.yml"
+
+
+def run_playbook(playbook: str, *args: str, structured: bool = True, timeout: int = 1800):
+    """Run ansible-playbook against the lab inventory. With structured=True the json
+    callback is used and (rc, parsed result) is returned, else (rc, text output)."""
+    env = dict(os.environ,
+               ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"),
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="False",
+               ANSIBLE_RETRY_FILES_ENABLED="0")
+    if structured:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    path = playbook if playbook.startswith("/") else str(REPO / playbook)
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY), path, *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if structured:
+        try:
+            return proc.returncode, json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            return proc.returncode, {"raw": proc.stdout + proc.stderr}
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def recap(result: dict) -> dict:
+    """host -> stats (ok, changed, failures, unreachable, ...) from a json-callback result."""
+    return result.get("stats", {})
+
+
+def failure_messages(result: dict) -> list:
+    out = []
+    for play in result.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, res in task.get("hosts", {}).items():
+                if res.get("failed"):
+                    out.append(f"{host}: {task['task']['name']}: {res.get('msg', '')}")
+    return out

@@ -1,0 +1,114 @@
+"""Issue 3: every preflight rejection gives a clear message and leaves the host untouched;
+--check on a fresh host reports changes and makes none. Runs against lab host2, which no
+test deploys to."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+import labpki
+from conftest import failure_messages, recap, run_playbook, sh
+
+TARGET = "host2"
+NAME = "preflightreg"
+
+
+def _pem(obj) -> str:
+    if hasattr(obj, "public_bytes"):
+        return obj.public_bytes(serialization.Encoding.PEM).decode()
+    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+@pytest.fixture(scope="module")
+def target(dkr, lab):
+    if TARGET not in lab["hosts"]:
+        pytest.fail("these tests need LAB_HOSTS >= 2 (make integration sets it)")
+    return dkr.containers.get(lab["hosts"][TARGET]["container"])
+
+
+@pytest.fixture(scope="module")
+def good_inputs(lab):
+    ca = labpki.load_cert(lab["frame_ca_cert"])
+    ca_key = labpki.load_key(lab["frame_ca_key"])
+    cert, key = labpki.issue_x509pop(ca, ca_key, "operator-preflight", days=30)
+    return {
+        "target": TARGET,
+        "operator_stack_operator_name": "preflight",
+        "operator_stack_registry_name": NAME,
+        "operator_stack_registry_did": "did:web:preflight.lab.example.com",
+        "operator_stack_spire_server_address": lab["spire_server"]["address"],
+        "operator_stack_x509pop_cert": _pem(cert),
+        "operator_stack_x509pop_key": _pem(key),
+        "operator_stack_trust_bundle": Path(lab["bundle"]).read_text(),
+        "operator_stack_images": {k.replace("-", "_"): v for k, v in lab["image_registry"]["images"].items()},
+        "_ca": (ca, ca_key),
+    }
+
+
+def _run(tmp_path, inputs, *args):
+    data = {k: v for k, v in inputs.items() if not k.startswith("_")}
+    f = tmp_path / "vars.json"
+    f.write_text(json.dumps(data))
+    return run_playbook("tests/integration/playbooks/operator_stack_only.yml", "-e", f"@{f}", *args)
+
+
+def _cases(good):
+    ca, ca_key = good["_ca"]
+    now = dt.datetime.now(dt.timezone.utc)
+    other_cert, other_key = labpki.issue_x509pop(ca, ca_key, "operator-other")
+    expired, expired_key = labpki.issue_x509pop(ca, ca_key, "operator-old", not_before=now - dt.timedelta(days=10),
+                                                not_after=now - dt.timedelta(days=1))
+    no_ds, no_ds_key = labpki.issue_x509pop(ca, ca_key, "operator-nods", digital_signature=False)
+    return {
+        "operator name not a DNS label": ({"operator_stack_operator_name": "Bad_Name!"}, "DNS label"),
+        "cert does not match key": ({"operator_stack_x509pop_key": _pem(other_key)}, "does not match"),
+        "cert without digitalSignature": ({"operator_stack_x509pop_cert": _pem(no_ds),
+                                           "operator_stack_x509pop_key": _pem(no_ds_key)}, "digitalSignature"),
+        "cert expired": ({"operator_stack_x509pop_cert": _pem(expired),
+                          "operator_stack_x509pop_key": _pem(expired_key)}, "expired"),
+        "bundle unparsable": ({"operator_stack_trust_bundle": "-----BEGIN CERTIFICATE-----\nnot base64\n"
+                                                              "-----END CERTIFICATE-----\n"}, "bundle"),
+        "trust domain mismatch": ({"operator_stack_trust_domain": "other.example.org"}, "trust domain"),
+        "minting enabled": ({"operator_stack_minting_authority": "enabled"}, "MINTING_AUTHORITY"),
+        "mtls not required": ({"operator_stack_eventstore_mtls_required": "false"}, "EVENTSTORE_MTLS_REQUIRED"),
+        "minting enabled via env settings": ({"operator_stack_env_settings": {"MINTING_AUTHORITY": "enabled"}},
+                                             "MINTING_AUTHORITY"),
+    }
+
+
+CASE_NAMES = ["operator name not a DNS label", "cert does not match key", "cert without digitalSignature",
+              "cert expired", "bundle unparsable", "trust domain mismatch", "minting enabled",
+              "mtls not required", "minting enabled via env settings"]
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_preflight_rejects_bad_input_before_touching_the_host(tmp_path, target, good_inputs, case):
+    change, words = _cases(good_inputs)[case]
+    rc, result = _run(tmp_path, {**good_inputs, **change})
+    assert rc != 0, f"{case}: the role accepted bad input"
+    msgs = " | ".join(failure_messages(result))
+    assert words.lower() in msgs.lower(), f"{case}: unclear message: {msgs}"
+    assert recap(result)[TARGET]["changed"] == 0
+    code, _ = sh(target, ["test", "-e", f"/opt/theprotocol/{NAME}"], check=False)
+    assert code != 0, f"{case}: the host was touched"
+    key_lines = [ln for ln in good_inputs["operator_stack_x509pop_key"].splitlines() if "PRIVATE" not in ln]
+    assert not any(ln in json.dumps(result) for ln in key_lines), "key material in the output"
+
+
+def test_check_mode_on_fresh_host_reports_changes_and_makes_none(tmp_path, target, good_inputs):
+    # The frame onboards every registry of the inventory (for real); then the registry host
+    # is only checked.
+    rc, result = run_playbook("playbooks/site.yml", "-l", "frame")
+    assert rc == 0, failure_messages(result) or result
+    before = sh(target, "ls -la /opt /etc/docker 2>&1; dpkg -l docker.io 2>&1 | tail -1")[1]
+    rc, result = run_playbook("playbooks/site.yml", "-l", TARGET, "--check")
+    assert rc == 0, failure_messages(result) or result
+    assert recap(result)[TARGET]["changed"] > 0
+    after = sh(target, "ls -la /opt /etc/docker 2>&1; dpkg -l docker.io 2>&1 | tail -1")[1]
+    assert before == after
