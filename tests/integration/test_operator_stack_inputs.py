@@ -38,7 +38,6 @@ def good_inputs(lab):
     ca_key = labpki.load_key(lab["frame_ca_key"])
     cert, key = labpki.issue_x509pop(ca, ca_key, "operator-preflight", days=30)
     return {
-        "target": TARGET,
         "operator_stack_operator_name": "preflight",
         "operator_stack_registry_name": NAME,
         "operator_stack_registry_did": "did:web:preflight.lab.example.com",
@@ -55,7 +54,7 @@ def _run(tmp_path, inputs, *args):
     data = {k: v for k, v in inputs.items() if not k.startswith("_")}
     f = tmp_path / "vars.json"
     f.write_text(json.dumps(data))
-    return run_playbook("tests/integration/playbooks/operator_stack_only.yml", "-e", f"@{f}", *args)
+    return run_playbook("tests/integration/playbooks/operator_stack_only.yml", "-l", TARGET, "-e", f"@{f}", *args)
 
 
 def _cases(good):
@@ -66,8 +65,8 @@ def _cases(good):
                                                 not_after=now - dt.timedelta(days=1))
     no_ds, no_ds_key = labpki.issue_x509pop(ca, ca_key, "operator-nods", digital_signature=False)
     return {
-        "operator name not a DNS label": ({"operator_stack_operator_name": "Bad_Name!"}, "DNS label"),
-        "cert does not match key": ({"operator_stack_x509pop_key": _pem(other_key)}, "does not match"),
+        "operator name not a DNS label": ({"operator_stack_operator_name": "Bad_Name!"}, "RFC 1123 label"),
+        "cert does not match key": ({"operator_stack_x509pop_key": _pem(other_key)}, "does not belong to the x509pop certificate"),
         "cert without digitalSignature": ({"operator_stack_x509pop_cert": _pem(no_ds),
                                            "operator_stack_x509pop_key": _pem(no_ds_key)}, "digitalSignature"),
         "cert expired": ({"operator_stack_x509pop_cert": _pem(expired),
@@ -95,7 +94,7 @@ def test_preflight_rejects_bad_input_before_touching_the_host(tmp_path, target, 
     msgs = " | ".join(failure_messages(result))
     assert words.lower() in msgs.lower(), f"{case}: unclear message: {msgs}"
     assert recap(result)[TARGET]["changed"] == 0
-    code, _ = sh(target, ["test", "-e", f"/opt/theprotocol/{NAME}"], check=False)
+    code = sh(target, ["test", "-e", f"/opt/theprotocol/{NAME}"], check=False)[0]
     assert code != 0, f"{case}: the host was touched"
     key_lines = [ln for ln in good_inputs["operator_stack_x509pop_key"].splitlines() if "PRIVATE" not in ln]
     assert not any(ln in json.dumps(result) for ln in key_lines), "key material in the output"

@@ -1,0 +1,320 @@
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Preflight of the operator stack inputs (private to this collection).
+
+Pure functions on the values an operator gives the ``operator_stack`` role; the
+certificate work is done by ``_x509``. :func:`preflight` collects every problem
+instead of stopping at the first, so the operator can fix all of them at once. Each
+problem says what is wrong and what to do. No message ever holds key material.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
+
+DEFAULT_SPIRE_SERVER_PORT = 8081
+DAY_SECONDS = 86400
+
+# The two settings the guide makes mandatory for a federated registry, compared exactly.
+REQUIRED_SETTINGS = (
+    ('MINTING_AUTHORITY', 'disabled',
+     'a federated registry must not mint: the EventStore rejects TokensIssued from federated registries'),
+    ('EVENTSTORE_MTLS_REQUIRED', 'true',
+     'mTLS with the SPIRE SVID is the only accepted external authentication; the legacy license header is refused'),
+)
+
+# W3C DID Core: did:<method-name>:<method-specific-id>; method-name is lowercase letters
+# and digits, the id is idchars (ALPHA DIGIT . - _ or %XX) in ":"-separated parts, the last non-empty.
+_IDCHAR = r'(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})'
+DID_RE = re.compile(r'^did:[a-z0-9]+:(?:%s*:)*%s+$' % (_IDCHAR, _IDCHAR))
+
+
+class PreflightError(Exception):
+    """Unusable call of :func:`preflight` (not a finding about the inputs)."""
+
+
+def _empty(value):
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _looks_like_path(data):
+    text = data.strip() if isinstance(data, str) else data.decode('utf-8', 'replace').strip()
+    return '-----BEGIN' not in text and '\n' not in text and text.startswith(('/', '~', './', '../'))
+
+
+def _pem_problem(data, option, what):
+    """The problem with PEM certificate text ``data`` that did not parse."""
+    if _looks_like_path(data):
+        return ('%s looks like a file path, not PEM content. Pass the content of the %s, for example '
+                "\"{{ lookup('ansible.builtin.file', '/path/to/file.pem') }}\"." % (option, what))
+    raw = data.encode('utf-8') if isinstance(data, str) else data
+    if b'-----BEGIN CERTIFICATE-----' not in raw:
+        return ('%s holds no PEM certificate (no "BEGIN CERTIFICATE" block). Pass the %s as PEM text.'
+                % (option, what))
+    return ('%s holds a PEM certificate block that cannot be parsed: the text is damaged or truncated. '
+            'Copy the %s again from the onboarding material.' % (option, what))
+
+
+def _load_certs(data, option, what, problems):
+    try:
+        return x509u.load_pem_chain(data, what)
+    except x509u.X509Error:
+        problems.append(_pem_problem(data, option, what))
+        return None
+
+
+def _load_key(data, option, problems):
+    try:
+        return x509u.load_pem_key(data, 'x509pop private key')
+    except x509u.X509Error:
+        raw = data.encode('utf-8') if isinstance(data, str) else data
+        if _looks_like_path(data):
+            problems.append("%s looks like a file path, not PEM content. Pass the content of the key file, for "
+                            "example \"{{ lookup('ansible.builtin.file', '/path/to/key.pem') }}\" (keep it in "
+                            'Ansible Vault).' % option)
+        elif b'PRIVATE KEY-----' not in raw:
+            problems.append('%s holds no PEM private key. Pass the private key of the x509pop attestation '
+                            'certificate as PEM text.' % option)
+        elif b'ENCRYPTED' in raw:
+            problems.append('%s is an encrypted private key; the SPIRE agent reads the x509pop key unencrypted. '
+                            'Decrypt it (openssl pkey) and protect it with Ansible Vault instead.' % option)
+        else:
+            problems.append('%s cannot be parsed as a private key: the text is damaged or of an unsupported type. '
+                            'Copy the key again from the onboarding material.' % option)
+        return None
+
+
+def _cert_label(cert):
+    return '"%s"' % (cert.subject.rfc4514_string() or '(empty subject)')
+
+
+def check_names(operator_name, registry_name, problems):
+    if _empty(operator_name):
+        problems.append('operator_name is not set. Set it to the operator name the parent frame onboarded you with '
+                        '(a DNS label such as acme).')
+    else:
+        try:
+            x509u.validate_operator_name(operator_name)
+        except x509u.X509Error as exc:
+            problems.append('%s It is part of your SPIFFE ID spiffe://<trust-domain>/service/registry-<operator-name>.'
+                            % exc)
+    if _empty(registry_name):
+        problems.append('registry_name is not set. Set it to the name of your registry stack (a DNS label such as '
+                        'acme-registry); it prefixes the container names.')
+    else:
+        try:
+            x509u.validate_operator_name(registry_name)
+        except x509u.X509Error:
+            problems.append('The registry name %r is invalid: use 1 to 63 lowercase letters, digits or "-", starting '
+                            'and ending with a letter or digit (RFC 1123 label). It prefixes the container names '
+                            '(<registry_name>-spire-agent, ...).' % (registry_name,))
+
+
+def check_trust_domain(trust_domain, problems):
+    """Problems with the trust domain; returns it when valid, else None."""
+    if _empty(trust_domain):
+        problems.append('trust_domain is not set. Set it to the trust domain of your parent frame, for example %s.'
+                        % x509u.DEFAULT_TRUST_DOMAIN)
+        return None
+    try:
+        return x509u.validate_trust_domain(trust_domain)
+    except x509u.X509Error as exc:
+        problems.append(str(exc))
+        return None
+
+
+def check_did(registry_did, problems):
+    if _empty(registry_did):
+        problems.append('registry_did is not set. Set it to the DID of your registry, for example '
+                        'did:web:registry.example.com.')
+    elif not isinstance(registry_did, str) or not DID_RE.match(registry_did):
+        problems.append('The registry DID %r is not a DID. Expected did:<method>:<method-specific-id> (W3C DID syntax: '
+                        'lowercase method, no spaces, no path, query or fragment), for example '
+                        'did:web:registry.example.com.' % (registry_did,))
+
+
+def check_spire_server(address, port, problems):
+    if _empty(address):
+        problems.append('spire_server_address is not set. Set it to the host name or IP address of the parent '
+                        "frame's SPIRE server, as given at onboarding.")
+    elif any(c.isspace() for c in address) or '://' in address or '/' in address:
+        problems.append('spire_server_address %r must be a bare host name or IP address (no scheme, path or '
+                        'spaces); the port goes in spire_server_port.' % (address,))
+    if port is None:
+        problems.append('spire_server_port is not set. Use the port of the SPIRE server (%d by default).'
+                        % DEFAULT_SPIRE_SERVER_PORT)
+    elif isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        problems.append('spire_server_port %r is not a TCP port (1 to 65535). Use the port of the SPIRE server '
+                        '(%d by default).' % (port, DEFAULT_SPIRE_SERVER_PORT))
+
+
+def check_settings(settings, problems):
+    normalized, setting_problems = _envfile.settings_problems(settings or {})
+    problems.extend(setting_problems)
+    for key, wanted, why in REQUIRED_SETTINGS:
+        if key not in normalized:
+            if not any(key in p for p in setting_problems):
+                problems.append('settings lack %s. Set %s: "%s" (%s).' % (key, key, wanted, why))
+        elif normalized[key] != wanted:
+            problems.append('settings have %s=%r; it must be exactly "%s" (lowercase) because %s. Set %s: "%s".'
+                            % (key, normalized[key], wanted, why, key, wanted))
+
+
+def check_x509pop(cert_pem, key_pem, intermediates_pem, min_remaining_days, trust_domain, now, problems, facts):
+    """Checks of the x509pop attestation certificate, its key and intermediates; fills ``facts``."""
+    leaf = intermediates = key = None
+    if _empty(cert_pem):
+        problems.append('x509pop_cert is not set. Pass the x509pop attestation certificate (PEM) from the '
+                        'onboarding material.')
+    else:
+        chain = _load_certs(cert_pem, 'x509pop_cert', 'x509pop attestation certificate', problems)
+        if chain:
+            leaf, intermediates = chain[0], chain[1:]
+    if not _empty(intermediates_pem):
+        extra = _load_certs(intermediates_pem, 'x509pop_intermediates', 'x509pop intermediate CA certificates',
+                            problems)
+        if extra is not None and intermediates is not None:
+            intermediates.extend(extra)
+    if _empty(key_pem):
+        problems.append('x509pop_key is not set. Pass the private key (PEM) of the x509pop attestation certificate '
+                        'from the onboarding material, kept in Ansible Vault.')
+    else:
+        key = _load_key(key_pem, 'x509pop_key', problems)
+    if leaf is None:
+        return
+
+    facts['x509pop_not_after'] = x509u.isoformat(x509u.not_valid_after(leaf))
+    remaining = x509u.remaining_seconds(leaf, now)
+    facts['x509pop_remaining_days'] = remaining // DAY_SECONDS
+    if trust_domain:
+        facts['x509pop_agent_spiffe_id'] = x509u.x509pop_agent_spiffe_id(trust_domain, leaf)
+    name = _cert_label(leaf)
+
+    if key is not None and not x509u.key_matches_certificate(key, leaf):
+        problems.append('x509pop_key does not belong to the x509pop certificate %s: the pair was mixed up. Pass '
+                        'the key that was issued with this certificate (or both files of a renewed pair).' % name)
+    if not x509u.has_digital_signature(leaf):
+        problems.append('The x509pop certificate %s has no digitalSignature key usage, which x509pop attestation '
+                        'needs (the agent signs the server\'s challenge). Ask the parent frame to issue it with '
+                        'key usage digitalSignature.' % name)
+    if x509u.is_ca(leaf):
+        problems.append('The x509pop certificate %s is a CA certificate (basicConstraints CA:TRUE). Pass the '
+                        'attestation certificate issued to your host, not the CA.' % name)
+    time_ok = False
+    if x509u.is_not_yet_valid(leaf, now):
+        problems.append('The x509pop certificate %s is not valid before %s. Check the clock of the controller (NTP) '
+                        'or wait until then.' % (name, x509u.isoformat(x509u.not_valid_before(leaf))))
+    elif x509u.is_expired(leaf, now):
+        problems.append('The x509pop certificate %s expired at %s; the SPIRE agent cannot attest with it. Ask the '
+                        'parent frame for a renewed attestation certificate.'
+                        % (name, x509u.isoformat(x509u.not_valid_after(leaf))))
+    else:
+        time_ok = True
+        if min_remaining_days and remaining < min_remaining_days * DAY_SECONDS:
+            problems.append('The x509pop certificate %s expires at %s, in less than the required %d day(s). Ask the '
+                            'parent frame for a renewed attestation certificate before deploying.'
+                            % (name, facts['x509pop_not_after'], min_remaining_days))
+
+    if intermediates and time_ok:
+        issuers = [c for c in intermediates if c.subject == leaf.issuer]
+        if not issuers:
+            problems.append('None of the %d x509pop intermediate certificate(s) issued the x509pop certificate %s '
+                            '(its issuer is "%s"). Pass the intermediates the parent frame gave you with this '
+                            'certificate, or none.' % (len(intermediates), name, leaf.issuer.rfc4514_string()))
+        else:
+            try:
+                # The frame CA is not known here: check only that an intermediate issues the leaf.
+                x509u.verify_chain(leaf, [], issuers, now=now)
+            except x509u.X509Error:
+                problems.append(_issuer_problem(issuers[0], name, now))
+
+
+def _issuer_problem(issuer, name, now):
+    label = _cert_label(issuer)
+    if not x509u.is_ca(issuer):
+        return ('The x509pop intermediate %s is not a CA certificate (basicConstraints CA:TRUE missing), so it cannot '
+                'issue the x509pop certificate %s. Pass the intermediate CA certificates of the parent frame.'
+                % (label, name))
+    if x509u.is_expired(issuer, now):
+        return ('The x509pop intermediate %s expired at %s. Ask the parent frame for its current intermediate CA '
+                'certificate(s).' % (label, x509u.isoformat(x509u.not_valid_after(issuer))))
+    if x509u.is_not_yet_valid(issuer, now):
+        return ('The x509pop intermediate %s is not valid before %s. Check the clock of the controller (NTP).'
+                % (label, x509u.isoformat(x509u.not_valid_before(issuer))))
+    return ('The x509pop intermediate %s has the name of the issuer of the x509pop certificate %s but did not sign it '
+            '(or its key usage or path length forbids it). Pass the intermediates the parent frame gave you with '
+            'this certificate, or none.' % (label, name))
+
+
+def check_bundle(bundle_pem, trust_domain, now, problems, facts):
+    if _empty(bundle_pem):
+        problems.append('trust_bundle is not set. Pass the SPIRE trust bundle (PEM) from the onboarding material.')
+        return
+    bundle = _load_certs(bundle_pem, 'trust_bundle', 'SPIRE trust bundle', problems)
+    if bundle is None:
+        return
+    cas = [c for c in bundle if x509u.is_ca(c)]
+    facts['trust_bundle_ca_count'] = len(cas)
+    if not cas:
+        problems.append('trust_bundle holds %d certificate(s) but no CA certificate (basicConstraints CA:TRUE). '
+                        'Pass the SPIRE trust bundle of the parent frame, not a leaf certificate.' % len(bundle))
+        return
+    if all(x509u.is_expired(c, now) for c in cas):
+        problems.append('Every CA certificate in trust_bundle has expired. Fetch the current bundle from the '
+                        'parent frame (spire-server bundle show).')
+    domains = []
+    for ca in cas:
+        for uri in x509u.spiffe_ids(ca):
+            try:
+                ca_domain, dummy = x509u.parse_spiffe_id(uri)
+            except x509u.X509Error as exc:
+                problems.append('The CA %s in trust_bundle carries an invalid SPIFFE ID: %s' % (_cert_label(ca), exc))
+                continue
+            domains.append(ca_domain)
+            if trust_domain and ca_domain != trust_domain:
+                problems.append('Trust domain mismatch: the CA %s in trust_bundle belongs to trust domain %s, but '
+                                'trust_domain is %s. Use the bundle of your parent frame and its trust domain.'
+                                % (_cert_label(ca), ca_domain, trust_domain))
+    facts['trust_bundle_trust_domains'] = sorted(set(domains))
+
+
+def preflight(operator_name=None, registry_name=None, trust_domain=x509u.DEFAULT_TRUST_DOMAIN, x509pop_cert=None,
+              x509pop_key=None, x509pop_intermediates=None, trust_bundle=None, settings=None,
+              x509pop_min_remaining_days=0, spire_server_address=None, spire_server_port=DEFAULT_SPIRE_SERVER_PORT,
+              registry_did=None, now=None):
+    """Check all inputs; returns a dict with ``problems`` (list of str) and derived facts."""
+    x509u.require_cryptography()
+    if x509pop_min_remaining_days is None or x509pop_min_remaining_days < 0:
+        raise PreflightError('x509pop_min_remaining_days must be 0 or more.')
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    problems = []
+    facts = dict(x509pop_agent_spiffe_id=None, registry_spiffe_id=None, x509pop_not_after=None,
+                 x509pop_remaining_days=None, trust_bundle_ca_count=None, trust_bundle_trust_domains=[])
+    check_names(operator_name, registry_name, problems)
+    valid_domain = check_trust_domain(trust_domain, problems)
+    if valid_domain and not _empty(operator_name):
+        try:
+            facts['registry_spiffe_id'] = x509u.registry_spiffe_id(valid_domain, operator_name)
+        except x509u.X509Error:
+            pass  # the operator name problem is already listed
+    check_did(registry_did, problems)
+    check_spire_server(spire_server_address, spire_server_port, problems)
+    check_settings(settings, problems)
+    check_x509pop(x509pop_cert, x509pop_key, x509pop_intermediates, x509pop_min_remaining_days, valid_domain, now,
+                  problems, facts)
+    check_bundle(trust_bundle, valid_domain, now, problems, facts)
+    result = dict(problems=problems, valid=not problems)
+    result.update(facts)
+    return result
+
+
+def format_problems(problems):
+    """One message with every problem, numbered."""
+    return 'Preflight found %d problem(s) in the operator stack inputs; nothing was changed:\n%s' % (
+        len(problems), '\n'.join('%d. %s' % (i, p) for i, p in enumerate(problems, 1)))

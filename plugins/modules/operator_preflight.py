@@ -1,0 +1,210 @@
+#!/usr/bin/python
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+DOCUMENTATION = r"""
+module: operator_preflight
+short_description: Check the operator stack inputs before touching any host
+version_added: 0.1.0
+description:
+  - Validates the inputs of the C(operator_stack) role on the controller, before anything is changed on a host. Run it
+    with C(delegate_to=localhost) and C(run_once) per registry, or once per host of a fleet.
+  - Checks the operator and registry names (RFC 1123 DNS labels), the trust domain, the registry DID (W3C DID syntax),
+    the SPIRE server address and port, and the stack settings (V(MINTING_AUTHORITY=disabled) and
+    V(EVENTSTORE_MTLS_REQUIRED=true) exactly).
+  - Checks the x509pop attestation certificate - it parses, belongs to the private key, has the digitalSignature key
+    usage, is not a CA, is within its validity window (and valid for at least O(x509pop_min_remaining_days)) - and, when
+    intermediates are given, that they issue it. The parent frame's CA is not an input, so the chain is not checked up
+    to it.
+  - Checks the SPIRE trust bundle - it parses and holds at least one CA certificate, and CA certificates that carry a
+    SPIFFE ID (SPIRE CAs carry V(spiffe://<trust-domain>)) are of O(trust_domain).
+  - Collects all problems and fails with one message that lists every one of them, each saying what to do.
+  - Never returns or shows key material.
+author:
+  - TheProtocol operator collection contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - theprotocol.operator._attributes
+  - theprotocol.operator._attributes.info_module
+requirements:
+  - cryptography >= 40.0 on the host that runs the module (the controller)
+options:
+  operator_name:
+    description:
+      - Your operator name as onboarded by the parent frame, an RFC 1123 DNS label (lowercase letters, digits and C(-)).
+      - Part of the registry SPIFFE ID C(spiffe://<trust_domain>/service/registry-<operator_name>).
+    type: str
+  registry_name:
+    description:
+      - Name of the registry stack, an RFC 1123 DNS label. It prefixes the container names
+        (C(<registry_name>-spire-agent), ...).
+    type: str
+  trust_domain:
+    description:
+      - SPIFFE trust domain of the parent frame.
+    type: str
+    default: example.com
+  registry_did:
+    description:
+      - DID of the registry, C(did:<method>:<method-specific-id>), for example V(did:web:registry.example.com).
+    type: str
+  spire_server_address:
+    description:
+      - Host name or IP address of the parent frame's SPIRE server, without scheme or port.
+    type: str
+  spire_server_port:
+    description:
+      - TCP port of the parent frame's SPIRE server.
+    type: int
+    default: 8081
+  x509pop_cert:
+    description:
+      - The x509pop attestation certificate as PEM text (not a path), optionally followed by intermediate CA
+        certificates.
+    type: str
+  x509pop_key:
+    description:
+      - The private key of O(x509pop_cert) as unencrypted PEM text (not a path). Keep it in Ansible Vault.
+    type: str
+  x509pop_intermediates:
+    description:
+      - Intermediate CA certificates (PEM text) between the frame CA and O(x509pop_cert), if any.
+    type: str
+  trust_bundle:
+    description:
+      - The SPIRE trust bundle of the parent frame as PEM text (one or more CA certificates).
+    type: str
+  settings:
+    description:
+      - The non-secret settings of the stack's C(.env.operator), as given to M(theprotocol.operator.operator_env).
+      - Must hold V(MINTING_AUTHORITY=disabled) and V(EVENTSTORE_MTLS_REQUIRED=true), exactly and in lowercase
+        (a YAML boolean V(true) counts as V(true)).
+    type: dict
+    default: {}
+  x509pop_min_remaining_days:
+    description:
+      - Days the x509pop certificate must stay valid. V(0) fails only a certificate that has expired or is not valid
+        yet.
+    type: int
+    default: 0
+notes:
+  - All timestamps are ISO-8601 in UTC, for example V(2026-06-04T12:00:00Z).
+seealso:
+  - module: theprotocol.operator.operator_env
+  - module: theprotocol.operator.svid_info
+"""
+
+EXAMPLES = r"""
+- name: Check the operator stack inputs before touching the host
+  theprotocol.operator.operator_preflight:
+    operator_name: acme
+    registry_name: acme
+    trust_domain: example.com
+    registry_did: did:web:registry.acme.example
+    spire_server_address: spire.frame.example.com
+    spire_server_port: 8081
+    x509pop_cert: "{{ lookup('ansible.builtin.file', 'files/acme/x509pop.crt.pem') }}"
+    x509pop_key: "{{ acme_x509pop_key_pem }}"
+    trust_bundle: "{{ lookup('ansible.builtin.file', 'files/acme/bundle.pem') }}"
+    settings:
+      MINTING_AUTHORITY: disabled
+      EVENTSTORE_MTLS_REQUIRED: "true"
+    x509pop_min_remaining_days: 14
+  delegate_to: localhost
+  register: preflight
+
+- name: Show the agent SPIFFE ID the frame will see
+  ansible.builtin.debug:
+    msg: "{{ preflight.x509pop_agent_spiffe_id }} expires in {{ preflight.x509pop_remaining_days }} days"
+"""
+
+RETURN = r"""
+problems:
+  description: Every problem found, each saying what to do. Empty on success; on failure the message lists them too.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+valid:
+  description: V(true) when RV(problems) is empty.
+  returned: always
+  type: bool
+  sample: true
+registry_spiffe_id:
+  description: SPIFFE ID of the registry workload; V(null) when the trust domain or operator name is invalid.
+  returned: always
+  type: str
+  sample: spiffe://example.com/service/registry-acme
+x509pop_agent_spiffe_id:
+  description:
+    - SPIFFE ID that SPIRE's x509pop attestor gives the agent by default,
+      C(spiffe://<trust_domain>/spire/agent/x509pop/<sha1 of the certificate>).
+    - V(null) when the certificate or the trust domain is unusable.
+  returned: always
+  type: str
+  sample: spiffe://example.com/spire/agent/x509pop/0beec7b5ea3f0fdbc95d0dd47f3c5bc275da8a33
+x509pop_not_after:
+  description: End of the validity window of the x509pop certificate; V(null) when it does not parse.
+  returned: always
+  type: str
+  sample: '2027-06-04T12:00:00Z'
+x509pop_remaining_days:
+  description: Whole days until RV(x509pop_not_after) (negative once expired); V(null) when the certificate does not
+    parse.
+  returned: always
+  type: int
+  sample: 364
+trust_bundle_ca_count:
+  description: Number of CA certificates in the trust bundle; V(null) when it does not parse.
+  returned: always
+  type: int
+  sample: 1
+trust_bundle_trust_domains:
+  description: Trust domains of the SPIFFE IDs that the bundle's CA certificates carry.
+  returned: always
+  type: list
+  elements: str
+  sample: [example.com]
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _preflight
+from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            operator_name=dict(type='str'),
+            registry_name=dict(type='str'),
+            trust_domain=dict(type='str', default=x509u.DEFAULT_TRUST_DOMAIN),
+            registry_did=dict(type='str'),
+            spire_server_address=dict(type='str'),
+            spire_server_port=dict(type='int', default=_preflight.DEFAULT_SPIRE_SERVER_PORT),
+            x509pop_cert=dict(type='str'),
+            x509pop_key=dict(type='str', no_log=True),
+            x509pop_intermediates=dict(type='str'),
+            trust_bundle=dict(type='str'),
+            settings=dict(type='dict', default={}),
+            x509pop_min_remaining_days=dict(type='int', default=0),
+        ),
+        supports_check_mode=True,
+    )
+    if not x509u.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib('cryptography >= %s' % x509u.MINIMAL_CRYPTOGRAPHY_VERSION),
+                         exception=x509u.CRYPTOGRAPHY_IMP_ERR)
+    params = module.params
+    if params['x509pop_min_remaining_days'] < 0:
+        module.fail_json(msg='x509pop_min_remaining_days must be 0 or more, got %d.' % params['x509pop_min_remaining_days'])
+    result = _preflight.preflight(**dict((name, params[name]) for name in module.argument_spec))
+    if result['problems']:
+        module.fail_json(msg=_preflight.format_problems(result['problems']), changed=False, **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == '__main__':
+    main()
