@@ -8,13 +8,13 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LAB_HOSTS ?= 1
 export LAB_HOSTS
 
-.PHONY: help lab lab-up lab-down lab-status deploy images bootstrap collection test unit lint sanity integration
+.PHONY: help lab lab-up lab-down lab-status deploy images bootstrap collection test unit lint sanity integration molecule
 
 help:
 	@echo "make lab         bring the offline lab up and deploy the operator stack on its hosts (site.yml)"
 	@echo "make test        unit tests, ansible-lint, ansible-test sanity, lab integration tests"
 	@echo "make lab-down    remove the lab (caches are kept)"
-	@echo "other targets:   bootstrap images lab-up deploy lab-status unit lint sanity integration"
+	@echo "other targets:   bootstrap images lab-up deploy lab-status unit lint sanity integration molecule"
 
 bootstrap:
 	@bash lab/bootstrap.sh
@@ -54,5 +54,13 @@ integration: LAB_HOSTS := $(if $(filter 1,$(LAB_HOSTS)),2,$(LAB_HOSTS))
 integration: lab-up
 	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA
 
-test: unit lint sanity integration
+# One Molecule scenario per role, on lab host containers attached to the running lab.
+MOLECULE_SCENARIOS ?= $(notdir $(wildcard molecule/*))
+molecule: lab-up
+	@set -e; for s in $(MOLECULE_SCENARIOS); do \
+	  echo "molecule: scenario $$s"; \
+	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test -s $$s; \
+	done
+
+test: unit lint sanity integration molecule
 	@echo "make test: all suites passed"

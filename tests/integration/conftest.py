@@ -204,3 +204,19 @@ def failure_messages(result: dict) -> list:
                 if res.get("failed"):
                     out.append(f"{host}: {task['task']['name']}: {res.get('msg', '')}")
     return out
+
+
+# The operator stack that site.yml deploys on lab host1, shared by every test that needs one.
+STACK_HOST = "host1"
+STACK_REGISTRY = "registry1"
+STACK_OPERATOR = "operator1"
+STACK_DIR = f"/opt/theprotocol/{STACK_REGISTRY}"
+
+
+@pytest.fixture(scope="session")
+def deployed(lab):
+    """site.yml at -vvv on the frame and host1 (converges once per session, idempotent
+    afterwards); returns the playbook's output for secret-leak checks."""
+    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{STACK_HOST}", "-vvv", structured=False)
+    assert rc == 0, out[-6000:]
+    return out

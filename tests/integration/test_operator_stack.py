@@ -10,26 +10,16 @@ import urllib.parse
 import pytest
 from cryptography import x509
 
-from conftest import put_file, recap, run_playbook, server_cli, sh, wait_for
+from conftest import (STACK_DIR, STACK_HOST, STACK_OPERATOR, STACK_REGISTRY, put_file, recap, run_playbook,
+                      server_cli, sh, wait_for)
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
 
-HOST = "host1"
-REGISTRY = "registry1"
-OPERATOR = "operator1"
-STACK_DIR = f"/opt/theprotocol/{REGISTRY}"
+HOST, REGISTRY, OPERATOR, STACK_DIR = STACK_HOST, STACK_REGISTRY, STACK_OPERATOR, STACK_DIR
 SERVICES = ["spire-agent", "cert-writer", "nginx-federation", "registry", "db", "redis"]
 ENDPOINTS = [("POST", "/api/v1/events/"), ("GET", "/api/v1/federation/agent-cards"),
              ("POST", "/api/v1/federation/sync-request"), ("POST", "/internal/federation/query"),
              ("POST", "/api/v1/cross-teg/transfer")]
-
-
-@pytest.fixture(scope="module")
-def deployed(dkr, lab):
-    """site.yml at -vvv on the frame and host1 (the first converge); returns its output."""
-    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-vvv", structured=False)
-    assert rc == 0, out[-6000:]
-    return out
 
 
 @pytest.fixture(scope="module")
