@@ -15,7 +15,7 @@ from conftest import (STACK_DIR, STACK_HOST, STACK_OPERATOR, STACK_REGISTRY, put
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
 
-HOST, REGISTRY, OPERATOR, STACK_DIR = STACK_HOST, STACK_REGISTRY, STACK_OPERATOR, STACK_DIR
+HOST, REGISTRY, OPERATOR = STACK_HOST, STACK_REGISTRY, STACK_OPERATOR
 SERVICES = ["spire-agent", "cert-writer", "nginx-federation", "registry", "db", "redis"]
 ENDPOINTS = [("POST", "/api/v1/events/"), ("GET", "/api/v1/federation/agent-cards"),
              ("POST", "/api/v1/federation/sync-request"), ("POST", "/internal/federation/query"),
