@@ -20,14 +20,20 @@ try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
     from cryptography.x509.oid import ExtensionOID
 except ImportError:
     CRYPTOGRAPHY_IMP_ERR = traceback.format_exc()
     HAS_CRYPTOGRAPHY = False
+    MODERN_API = False
 else:
-    HAS_CRYPTOGRAPHY = hasattr(x509.Certificate, 'verify_directly_issued_by')
+    HAS_CRYPTOGRAPHY = True
+    # cryptography >= 40 verifies an issuer signature and loads PEM bundles itself; older
+    # releases (Debian 12 ships 38 on the registry hosts) take the equivalent paths below.
+    MODERN_API = hasattr(x509.Certificate, 'verify_directly_issued_by') and hasattr(x509, 'load_pem_x509_certificates')
 
-MINIMAL_CRYPTOGRAPHY_VERSION = '40.0'
+MINIMAL_CRYPTOGRAPHY_VERSION = '38.0'
+_PEM_CERT_RE = re.compile(rb'-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----', re.S)
 CRYPTOGRAPHY_MISSING_MSG = (
     'The Python library cryptography >= %s is required on the target host to read SVIDs. '
     'Install it there (for example the python3-cryptography package) and retry.' % MINIMAL_CRYPTOGRAPHY_VERSION
@@ -70,7 +76,9 @@ def load_pem_chain(data, what='certificate file'):
             'The %s contains no PEM certificate (no "BEGIN CERTIFICATE" block). '
             'Check that the path points at the certificate and that cert-writer has written it.' % what)
     try:
-        return x509.load_pem_x509_certificates(data)
+        if MODERN_API:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_pem_x509_certificate(block) for block in _PEM_CERT_RE.findall(data)]
     except ValueError as exc:
         raise X509Error(
             'The %s holds a PEM certificate block that cannot be parsed (%s). '
@@ -324,11 +332,27 @@ def _name(cert):
 
 # --------------------------------------------------------------------------- chain
 
+def _verify_signature(cert, issuer):
+    """Raise unless ``issuer``'s key made the signature on ``cert`` (any cryptography release)."""
+    if MODERN_API:
+        cert.verify_directly_issued_by(issuer)
+        return
+    public = issuer.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    elif isinstance(public, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        public.verify(cert.signature, cert.tbs_certificate_bytes)
+    else:
+        raise UnsupportedAlgorithm('issuer key type %s' % type(public).__name__)
+
+
 def _directly_issued_by(cert, issuer):
     if cert.issuer != issuer.subject:
         return False
     try:
-        cert.verify_directly_issued_by(issuer)
+        _verify_signature(cert, issuer)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True

@@ -30,7 +30,7 @@ extends_documentation_fragment:
   - theprotocol.operator._attributes
   - theprotocol.operator._attributes.info_module
 requirements:
-  - cryptography >= 40.0 on the host that runs the module (the controller)
+  - cryptography >= 38.0 on the host that runs the module (the controller)
 options:
   operator_name:
     description:

@@ -20,6 +20,14 @@ HOUR = datetime.timedelta(hours=1)
 DAY = datetime.timedelta(days=1)
 
 
+@pytest.fixture(params=['cryptography40-api', 'cryptography38-api'], autouse=True)
+def api_path(request, monkeypatch):
+    """Every test runs on both paths: the modern API and the one Debian 12 hosts (cryptography 38) take."""
+    if request.param == 'cryptography38-api':
+        monkeypatch.setattr(x, 'MODERN_API', False)
+    return request.param
+
+
 # ----------------------------------------------------------------------------- import guard
 
 def test_cryptography_present():
@@ -30,7 +38,7 @@ def test_cryptography_present():
 
 def test_require_cryptography_missing(monkeypatch):
     monkeypatch.setattr(x, 'HAS_CRYPTOGRAPHY', False)
-    with pytest.raises(x.X509Error, match=r'cryptography >= 40\.0 is required on the target host'):
+    with pytest.raises(x.X509Error, match=r'cryptography >= 38\.0 is required on the target host'):
         x.require_cryptography()
     with pytest.raises(x.X509Error, match='cryptography'):
         x.load_pem_chain(b'-----BEGIN CERTIFICATE-----')
@@ -524,4 +532,4 @@ def test_import_without_cryptography():
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=False,
                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
     assert proc.returncode == 0, proc.stderr
-    assert 'cryptography >= 40.0 is required' in proc.stdout
+    assert 'cryptography >= 38.0 is required' in proc.stdout

@@ -115,7 +115,7 @@ def test_main_missing_cryptography(monkeypatch, live, capsys):
     monkeypatch.setattr(_x509, 'HAS_CRYPTOGRAPHY', False)
     monkeypatch.setattr(_x509, 'CRYPTOGRAPHY_IMP_ERR', 'Traceback: ImportError')
     rc, result, dummy = run_main(capsys, live['args'])
-    assert rc == 1 and 'cryptography >= 40.0' in result['msg']
+    assert rc == 1 and 'cryptography >= 38.0' in result['msg']
 
 
 def test_module_as_script(live, tmp_path):

@@ -154,7 +154,7 @@ def test_main_missing_cryptography(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(_x509, 'CRYPTOGRAPHY_IMP_ERR', 'Traceback: ImportError')
     rc, result, dummy = run_main(capsys, {'path': str(tmp_path)})
     assert rc == 1
-    assert 'cryptography >= 40.0' in result['msg']
+    assert 'cryptography >= 38.0' in result['msg']
 
 
 def test_main_encrypted_key(pki, live, tmp_path, capsys):
