@@ -1,0 +1,704 @@
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The security checklist of the operator guide, as pure judgements (private to this collection).
+
+Every ``check_*`` function takes facts that the ``security_checklist`` module gathered
+(container states, log lines, file contents, probe outcomes) and returns one result
+dict: ``id``, ``title``, ``status`` (pass / warn / fail / skip), ``evidence`` (a list of
+short sentences, never a secret value), ``remediation`` (the guide's step to take).
+No Ansible imports, no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
+from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
+
+PASS, WARN, FAIL, SKIP = 'pass', 'warn', 'fail', 'skip'
+STATUSES = (PASS, WARN, FAIL, SKIP)
+SEVERITY = {FAIL: 0, WARN: 1, SKIP: 2, PASS: 3}
+SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
+SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD', 'INTERNAL_API_KEY')
+DB_SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD')
+
+# The guide's "Endpoints Protected by Federation Auth".
+FEDERATION_ENDPOINTS = (
+    ('POST', '/api/v1/events/'),
+    ('GET', '/api/v1/federation/agent-cards'),
+    ('POST', '/api/v1/federation/sync-request'),
+    ('POST', '/internal/federation/query'),
+    ('POST', '/api/v1/cross-teg/transfer'),
+)
+LEGACY_HEADER = 'X-Federation-License'
+REFUSED = (401, 403)
+
+_G = 'Operator guide, '
+# id -> (title, remediation, checks this one needs to be meaningful)
+CHECKS = {
+    'spire_agent_healthy': (
+        'SPIRE agent healthy and holding a usable identity',
+        _G + 'Security Incident Response, Step 2: run `docker exec <registry>-spire-agent /opt/spire/bin/spire-agent '
+        'healthcheck`; if unhealthy or without an identity, `docker compose -f docker-compose.operator.yml restart '
+        'spire-agent`, wait 60 s, restart cert-writer. An agent that is banned, or has no registration entry for '
+        'the registry, needs the operator of the parent frame (Step 3: Escalate).',
+        ()),
+    'cert_writer_running': (
+        'cert-writer running and writing fresh SVIDs',
+        _G + 'Security Incident Response, Step 1 (`docker logs <registry>-cert-writer --tail 50`) and Step 2: '
+        '`docker compose -f docker-compose.operator.yml restart cert-writer` after the agent is healthy.',
+        ('spire_agent_healthy',)),
+    'nginx_federation_accepting': (
+        'nginx-federation accepting connections',
+        _G + 'Security Checklist, "nginx-federation accepting connections": `curl -k https://localhost:'
+        '<federation-port>/health`; check `docker logs <registry>-nginx-federation --tail 50` (Step 1) and '
+        'start the service with `docker compose -f docker-compose.operator.yml up -d nginx-federation`.',
+        ()),
+    'svid_valid': (
+        'Registry SVID valid (SPIFFE ID, chain to the bundle, time left)',
+        _G + 'Trust Domain (spiffe://<trust-domain>/service/registry-<operator-name>) and Security Incident '
+        'Response Step 2: restart spire-agent, then cert-writer; a wrong SPIFFE ID or trust domain needs the '
+        'parent frame (Step 3: Escalate).',
+        ()),
+    'served_svid_current': (
+        'nginx-federation serves the SVID on the volume',
+        _G + 'Components, nginx-federation "reads certs from shared volume": nginx does not re-read certificates by '
+        'itself; reload it (`docker exec <registry>-nginx-federation nginx -s reload`) or restart it with '
+        '`docker compose -f docker-compose.operator.yml restart nginx-federation`.',
+        ('nginx_federation_accepting', 'svid_valid')),
+    'eventstore_writes_ok': (
+        'EventStore writes succeed (no 401/403 in the window)',
+        _G + 'Security Checklist, "SPIRE x509pop certs valid / auto-rotating": check registry logs for 401/403 '
+        '(`docker logs <registry>-registry 2>&1 | grep -i "401\\|403\\|unauthorized"`); a 403 after a valid SVID '
+        'means the attestation may be revoked: contact the operator of your parent frame (SPIRE Attestation '
+        'Revocation, Step 3: Escalate).',
+        # A registry started with minting enabled or mTLS not required refuses to run (and so to write).
+        ('svid_valid', 'minting_disabled', 'mtls_enforced')),
+    'mtls_enforced': (
+        'mTLS enforced (EVENTSTORE_MTLS_REQUIRED, federation endpoints, legacy header)',
+        _G + 'Federation Authentication and Endpoints Protected by Federation Auth: set EVENTSTORE_MTLS_REQUIRED=true '
+        'in .env.operator, recreate the registry (`docker compose -f docker-compose.operator.yml up -d`), and keep '
+        '`ssl_verify_client` with the SPIRE bundle on every federation endpoint of nginx-federation.',
+        ('nginx_federation_accepting',)),
+    'minting_disabled': (
+        'Minting disabled (.env.operator and running registry)',
+        _G + 'Why Minting is Disabled and Security Checklist "Minting disabled": MINTING_AUTHORITY=disabled in '
+        '.env.operator, then recreate the registry with `docker compose -f docker-compose.operator.yml up -d` so the '
+        'running container uses it.',
+        ()),
+    'db_passwords_not_default': (
+        'Database passwords generated, not reused, and live',
+        _G + 'Security Checklist "Database passwords not default" and Secret Rotation: generate new credentials '
+        '(theprotocol.operator secret rotation, which changes the live PostgreSQL/Redis credentials too; '
+        'the guide\'s plain `down`/`up -d` locks the registry out of PostgreSQL).',
+        ()),
+    'images_up_to_date': (
+        'Docker images up to date',
+        _G + 'Security Checklist "Docker images up to date": `docker compose -f docker-compose.operator.yml pull` '
+        'then `docker compose -f docker-compose.operator.yml up -d`.',
+        ()),
+    'x509pop_cert_expiry': (
+        'x509pop attestation certificate not near expiry',
+        _G + 'Overview and SPIRE Attestation Revocation: an expired x509pop certificate stops the agent at its next '
+        'rotation; ask the operator of your parent frame for a new attestation certificate (onboarding) before it '
+        'expires, then redeploy the stack.',
+        ()),
+    'env_file_permissions': (
+        '.env.operator mode 0600, owned by root',
+        _G + 'Secret Rotation (".env.operator" holds the stack secrets): `chown root:root .env.operator && '
+        'chmod 0600 .env.operator`; rotate the secrets if others could read them.',
+        ()),
+}
+CHECK_IDS = tuple(CHECKS)
+
+_DOCKER_TS_RE = re.compile(r'^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})\s?(.*)$')
+_CW_FETCHED_RE = re.compile(r'cert-writer: fetched SVID spiffe_id=(\S+) serial=([0-9a-f]+) not_after=(\S+)')
+_CW_FAILED_RE = re.compile(r'cert-writer: fetch failed: (.*)$')
+_NO_IDENTITY_RE = re.compile(r'no identity issued|PermissionDenied|permission denied', re.I)
+_ES_WRITE_RE = re.compile(r'eventstore write event=(\S+) status=(\d{3}|error)(?: (\S+))?(?: reason=(\S+))?')
+_AUTH_FAIL_RE = re.compile(r'\b(401|403)\b|unauthori[sz]ed', re.I)
+_BANNED_RE = re.compile(r'Agent is banned', re.I)
+
+
+class ChecklistError(Exception):
+    """Invalid input to the checklist; the message never holds a secret value."""
+
+
+# --------------------------------------------------------------------------- results
+
+def result(check_id, status, evidence, **details):
+    """A result dict for ``check_id``."""
+    if check_id not in CHECKS:
+        raise ChecklistError('Unknown check %r.' % (check_id,))
+    if status not in STATUSES:
+        raise ChecklistError('Unknown status %r.' % (status,))
+    title, remediation, requires = CHECKS[check_id]
+    if isinstance(evidence, str):
+        evidence = [evidence]
+    out = dict(id=check_id, title=title, status=status, evidence=list(evidence),
+               remediation=remediation if status in (FAIL, WARN) else '', requires=list(requires))
+    out['details'] = details
+    return out
+
+
+def worst(statuses):
+    """The worst of ``statuses`` (fail > warn > skip > pass); pass for none."""
+    statuses = list(statuses)
+    return min(statuses, key=lambda s: SEVERITY[s]) if statuses else PASS
+
+
+def apply_dependencies(results):
+    """Turn a result into ``skip`` when a check it needs failed: the failure names the cause.
+
+    Only the first failing prerequisite is named; the original finding is kept in
+    ``details.masked``. Returns the same list.
+    """
+    by_id = dict((r['id'], r) for r in results)
+    for res in results:
+        if res['status'] == SKIP:
+            continue
+        failed = [dep for dep in res.get('requires', []) if by_id.get(dep, {}).get('status') == FAIL]
+        if failed:
+            res['details']['masked'] = dict(status=res['status'], evidence=res['evidence'])
+            res['status'] = SKIP
+            res['evidence'] = ['Not evaluated: it depends on %s, which failed; fix that first.' % failed[0]]
+            res['remediation'] = ''
+    return results
+
+
+def summarize(results):
+    """Counts per status, the overall status and the failing/warning ids."""
+    counts = dict((s, 0) for s in STATUSES)
+    for res in results:
+        counts[res['status']] += 1
+    return dict(counts=counts, status=worst(r['status'] for r in results),
+                failed=[r['id'] for r in results if r['status'] == FAIL],
+                warned=[r['id'] for r in results if r['status'] == WARN],
+                total=len(results))
+
+
+def scrub(value, secrets):
+    """``value`` (str, list or dict, nested) with every secret string replaced by ``<redacted>``."""
+    secrets = sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True)
+    if not secrets:
+        return value
+
+    def _one(item):
+        if isinstance(item, str):
+            for secret in secrets:
+                item = item.replace(secret, '<redacted>')
+            return item
+        if isinstance(item, list):
+            return [_one(x) for x in item]
+        if isinstance(item, tuple):
+            return tuple(_one(x) for x in item)
+        if isinstance(item, dict):
+            return dict((_one(k), _one(v)) for k, v in item.items())
+        return item
+    return _one(value)
+
+
+# --------------------------------------------------------------------------- logs
+
+def _utc(value):
+    if value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc)
+
+
+def parse_timestamp(text):
+    """An aware UTC datetime from RFC 3339 text (fractions of any length), or None."""
+    match = _DOCKER_TS_RE.match(text.strip() + ' ')
+    if not match:
+        return None
+    base, frac, zone, dummy = match.groups()
+    try:
+        stamp = datetime.datetime.strptime(base, '%Y-%m-%dT%H:%M:%S')
+    except ValueError:
+        return None
+    if frac:
+        stamp = stamp.replace(microsecond=int((frac + '000000')[:6]))
+    if zone == 'Z':
+        return stamp.replace(tzinfo=datetime.timezone.utc)
+    sign = 1 if zone[0] == '+' else -1
+    offset = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return (stamp - sign * offset).replace(tzinfo=datetime.timezone.utc)
+
+
+def split_docker_log(text):
+    """``[(time or None, line)]`` from ``docker logs --timestamps`` output."""
+    out = []
+    for raw in (text or '').splitlines():
+        if not raw.strip():
+            continue
+        match = _DOCKER_TS_RE.match(raw)
+        if match:
+            out.append((parse_timestamp(raw.split(' ', 1)[0]), match.group(4)))
+        else:
+            out.append((None, raw))
+    return out
+
+
+def cert_writer_events(lines):
+    """cert-writer log lines -> ``[dict(time, kind='fetched'|'failed', ...)]``, oldest first."""
+    events = []
+    for stamp, line in lines:
+        fetched = _CW_FETCHED_RE.search(line)
+        if fetched:
+            events.append(dict(time=stamp, kind='fetched', spiffe_id=fetched.group(1), serial=fetched.group(2),
+                               not_after=fetched.group(3)))
+            continue
+        failed = _CW_FAILED_RE.search(line)
+        if failed:
+            events.append(dict(time=stamp, kind='failed', reason=failed.group(1)[:300],
+                               no_identity=bool(_NO_IDENTITY_RE.search(failed.group(1)))))
+    return events
+
+
+def eventstore_writes(lines, since=None):
+    """Registry log lines -> dict(ok, auth_failures, other_failures, last_ok, last_auth_failure, samples)."""
+    out = dict(ok=0, auth_failures=0, other_failures=0, last_ok=None, last_auth_failure=None, samples=[])
+    for stamp, line in lines:
+        if since is not None and stamp is not None and stamp < since:
+            continue
+        match = _ES_WRITE_RE.search(line)
+        if match:
+            status = match.group(2)
+            if status.isdigit() and 200 <= int(status) < 300:
+                out['ok'] += 1
+                out['last_ok'] = stamp
+            elif status in ('401', '403'):
+                out['auth_failures'] += 1
+                out['last_auth_failure'] = stamp
+                if len(out['samples']) < 3:
+                    out['samples'].append(match.group(0))
+            else:
+                out['other_failures'] += 1
+                if len(out['samples']) < 3:
+                    out['samples'].append(match.group(0))
+        elif _AUTH_FAIL_RE.search(line) and 'eventstore' in line.lower():
+            out['auth_failures'] += 1
+            out['last_auth_failure'] = stamp
+    return out
+
+
+def _iso(stamp):
+    return stamp.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ') if stamp else None
+
+
+def _age(now, stamp):
+    return int((now - stamp).total_seconds()) if stamp else None
+
+
+def _container_problem(name, container):
+    if not container or not container.get('exists'):
+        return 'container %s does not exist' % name
+    if not container.get('running'):
+        return 'container %s is %s, not running' % (name, container.get('status') or 'not running')
+    return None
+
+
+# --------------------------------------------------------------------------- checks
+
+def check_spire_agent_healthy(container, healthcheck, agent_svid_pem, bundle_pem, trust_domain, agent_log_lines,
+                              cert_writer_lines, now, x509pop_cert_pem=None):
+    """``spire-agent healthcheck`` says healthy AND the agent holds a usable identity.
+
+    ``healthcheck`` is ``dict(exit_code, output)``; ``agent_svid_pem`` the agent's own SVID
+    (from its data dir); the cert-writer log tells whether the agent issues the registry
+    workload its identity (the healthcheck also reports healthy when it does not).
+    """
+    name = 'spire-agent'
+    problem = _container_problem(name, container)
+    if problem:
+        return result('spire_agent_healthy', FAIL, problem.capitalize() + '.')
+    evidence, failures = [], []
+    output = (healthcheck or {}).get('output', '').strip()
+    if (healthcheck or {}).get('exit_code') == 0 and 'Agent is healthy.' in output:
+        evidence.append('spire-agent healthcheck: "Agent is healthy."')
+    else:
+        failures.append('spire-agent healthcheck exited %s: %s' % ((healthcheck or {}).get('exit_code'),
+                                                                   output.splitlines()[-1][:200] if output else
+                                                                   'no output'))
+    banned = [line for dummy, line in agent_log_lines if _BANNED_RE.search(line)]
+    if banned:
+        failures.append('the agent log says it is banned ("Agent is banned"): the parent frame banned this agent')
+    agent_id = None
+    if not agent_svid_pem:
+        failures.append('the agent holds no SVID of its own (none in its data directory): it is not attested')
+    else:
+        try:
+            chain = cx.load_chain(agent_svid_pem, 'agent SVID')
+            leaf = chain[0]
+            agent_id, agent_td, agent_path = cx.x509u.svid_spiffe_id(leaf)
+            if agent_td != trust_domain or not agent_path.startswith('/spire/agent/'):
+                failures.append('the agent SVID carries %s, not an agent ID of trust domain %s'
+                                % (agent_id, trust_domain))
+            remaining = cx.x509u.remaining_seconds(leaf, now)
+            if remaining <= 0:
+                failures.append('the agent SVID %s expired at %s' % (agent_id, cx.x509u.isoformat(
+                    cx.x509u.not_valid_after(leaf))))
+            else:
+                error = cx.chain_error(leaf, chain[1:], bundle_pem, now)
+                if error:
+                    failures.append('the agent SVID does not chain to the trust bundle: %s' % error)
+                else:
+                    evidence.append('agent SVID %s valid for %d s more, chains to the bundle' % (agent_id, remaining))
+        except cx.x509u.X509Error as exc:
+            failures.append('the agent SVID cannot be read: %s' % exc)
+    if agent_id and x509pop_cert_pem:
+        try:
+            attestation = cx.load_chain(x509pop_cert_pem, 'x509pop certificate')[0]
+            expected = cx.x509u.x509pop_agent_spiffe_id(trust_domain, attestation)
+            if expected != agent_id:
+                evidence.append('note: the agent attested with another x509pop certificate than spire/x509pop.crt '
+                                '(%s, the file gives %s); it uses the file at its next start' % (agent_id, expected))
+        except cx.x509u.X509Error:
+            pass
+    events = cert_writer_events(cert_writer_lines)
+    if events and events[-1]['kind'] == 'failed' and events[-1]['no_identity']:
+        failures.append('the agent issues no identity to the registry workload: the last cert-writer fetch at %s '
+                        'failed with "%s" (spire-agent healthcheck still says healthy in that case)'
+                        % (_iso(events[-1]['time']), events[-1]['reason'][:160]))
+    elif events and events[-1]['kind'] == 'fetched':
+        evidence.append('the agent issued %s to the cert-writer at %s' % (events[-1]['spiffe_id'],
+                                                                          _iso(events[-1]['time'])))
+    if failures:
+        return result('spire_agent_healthy', FAIL, failures + evidence, agent_spiffe_id=agent_id)
+    return result('spire_agent_healthy', PASS, evidence, agent_spiffe_id=agent_id)
+
+
+def check_cert_writer_running(container, cert_writer_lines, files_mtime, interval, now):
+    """Running, a successful fetch logged within 2x the interval, the files on the volume as fresh."""
+    problem = _container_problem('cert-writer', container)
+    if problem:
+        return result('cert_writer_running', FAIL, problem.capitalize() + ': no SVID is fetched or written.')
+    limit = 2 * interval
+    events = cert_writer_events(cert_writer_lines)
+    fetched = [e for e in events if e['kind'] == 'fetched']
+    last = fetched[-1] if fetched else None
+    evidence, failures = [], []
+    if last is None or last['time'] is None:
+        failures.append('no successful SVID fetch in the cert-writer log')
+    else:
+        age = _age(now, last['time'])
+        if age > limit:
+            failures.append('last successful SVID fetch %d s ago (%s), more than 2x the %d s interval'
+                            % (age, _iso(last['time']), interval))
+        else:
+            evidence.append('last SVID fetch %d s ago (serial %s, %s)' % (age, last['serial'], last['spiffe_id']))
+    failed_after = [e for e in events if e['kind'] == 'failed' and (last is None or events.index(e) >
+                                                                    events.index(last))]
+    if failed_after:
+        failures.append('%d fetch(es) failed since, the last: %s' % (len(failed_after), failed_after[-1]['reason'][:200]))
+    if files_mtime is None:
+        failures.append('no SVID files on the certs volume')
+    else:
+        file_age = _age(now, files_mtime)
+        if file_age > limit:
+            failures.append('the SVID files on the volume were written %d s ago, more than 2x the %d s interval'
+                            % (file_age, interval))
+        else:
+            evidence.append('SVID files written %d s ago' % file_age)
+    if failures:
+        return result('cert_writer_running', FAIL, failures + evidence)
+    return result('cert_writer_running', PASS, evidence)
+
+
+def check_nginx_federation_accepting(container, health, port):
+    """``https://localhost:<port>/health`` answers 200. ``health``: dict(status) or dict(error)."""
+    problem = _container_problem('nginx-federation', container)
+    url = 'https://localhost:%d/health' % port
+    if health and health.get('status') == 200:
+        return result('nginx_federation_accepting', PASS, '%s answered 200' % url)
+    if health and health.get('status') is not None:
+        reason = '%s answered %s, not 200' % (url, health['status'])
+    else:
+        reason = '%s: %s' % (url, (health or {}).get('error') or 'no answer')
+    return result('nginx_federation_accepting', FAIL, [reason] + ([problem.capitalize()] if problem else []))
+
+
+def check_svid_valid(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_remaining, now):
+    """The registry SVID on the volume: expected SPIFFE ID, chain to the bundle, key match, time left."""
+    if not svid_pem or not bundle_pem:
+        return result('svid_valid', FAIL, 'SVID or trust bundle missing on the certs volume (svid.pem, bundle.pem).')
+    try:
+        chain = cx.load_chain(svid_pem, 'SVID file svid.pem')
+        leaf = chain[0]
+        bundle = cx.load_chain(bundle_pem, 'trust bundle bundle.pem')
+    except cx.x509u.X509Error as exc:
+        return result('svid_valid', FAIL, str(exc))
+    failures, evidence = [], []
+    spiffe_id = None
+    try:
+        spiffe_id, dummy, dummy2 = cx.x509u.svid_spiffe_id(leaf)
+    except cx.x509u.X509Error as exc:
+        failures.append(str(exc))
+    if spiffe_id is not None and spiffe_id != expected_spiffe_id:
+        failures.append('the SVID carries %s, not %s' % (spiffe_id, expected_spiffe_id))
+    elif spiffe_id:
+        evidence.append('SPIFFE ID %s' % spiffe_id)
+    error = cx.chain_error(leaf, chain[1:], bundle_pem, now)
+    if error:
+        failures.append('chain: %s' % error)
+    else:
+        evidence.append('chain verifies against the bundle (%d CA(s))' % len(bundle))
+    remaining = cx.x509u.remaining_seconds(leaf, now)
+    if remaining <= 0:
+        failures.append('expired at %s' % cx.x509u.isoformat(cx.x509u.not_valid_after(leaf)))
+    elif remaining < min_remaining:
+        failures.append('only %d s left, less than the %d s required' % (remaining, min_remaining))
+    else:
+        evidence.append('%d s left (not after %s)' % (remaining, cx.x509u.isoformat(cx.x509u.not_valid_after(leaf))))
+    if key_pem is not None:
+        try:
+            key = cx.load_key(key_pem, 'SVID key file svid_key.pem')
+            if not cx.key_matches(key, leaf):
+                failures.append('svid_key.pem does not belong to svid.pem')
+        except cx.x509u.X509Error as exc:
+            failures.append(str(exc))
+    serial = format(leaf.serial_number, 'x')
+    if failures:
+        return result('svid_valid', FAIL, failures + evidence, spiffe_id=spiffe_id, serial=serial,
+                      remaining_seconds=remaining)
+    return result('svid_valid', PASS, evidence, spiffe_id=spiffe_id, serial=serial, remaining_seconds=remaining)
+
+
+def check_served_svid_current(served_der, served_error, svid_pem, now=None):
+    """The leaf nginx-federation serves equals the leaf on the volume."""
+    if served_der is None:
+        return result('served_svid_current', FAIL, 'could not get the served certificate: %s'
+                      % (served_error or 'no answer'))
+    if not svid_pem:
+        return result('served_svid_current', FAIL, 'no svid.pem on the volume to compare with')
+    try:
+        volume_leaf = cx.load_chain(svid_pem, 'SVID file svid.pem')[0]
+        served = cx.load_der(served_der)
+    except cx.x509u.X509Error as exc:
+        return result('served_svid_current', FAIL, str(exc))
+    served_serial, volume_serial = format(served.serial_number, 'x'), format(volume_leaf.serial_number, 'x')
+    if cx.der(volume_leaf) == served_der:
+        return result('served_svid_current', PASS, 'nginx serves the volume SVID (serial %s)' % served_serial,
+                      served_serial=served_serial)
+    evidence = ['nginx serves serial %s (not after %s) but the volume holds serial %s (not after %s): nginx was not '
+                'reloaded after the rotation' % (served_serial, cx.x509u.isoformat(cx.x509u.not_valid_after(served)),
+                                                 volume_serial,
+                                                 cx.x509u.isoformat(cx.x509u.not_valid_after(volume_leaf)))]
+    if now is not None and cx.x509u.is_expired(served, now):
+        evidence.append('the served certificate has expired')
+    return result('served_svid_current', FAIL, evidence, served_serial=served_serial, volume_serial=volume_serial)
+
+
+def check_eventstore_writes_ok(container, lines, window, now):
+    """Successful EventStore writes and no 401/403 in the last ``window`` seconds of the registry log."""
+    problem = _container_problem('registry', container)
+    if problem:
+        return result('eventstore_writes_ok', FAIL, problem.capitalize() + '.')
+    since = now - datetime.timedelta(seconds=window)
+    stats = eventstore_writes(lines, since)
+    summary = '%d successful, %d refused (401/403), %d failed EventStore writes in the last %d s' % (
+        stats['ok'], stats['auth_failures'], stats['other_failures'], window)
+    if stats['auth_failures']:
+        return result('eventstore_writes_ok', FAIL, [summary, 'last refusal at %s; e.g. "%s"' % (
+            _iso(stats['last_auth_failure']), '", "'.join(stats['samples'][:2]))], **_stats_out(stats))
+    started = parse_timestamp(container.get('started_at') or '') if container.get('started_at') else None
+    if not stats['ok'] and started is not None and started > since:
+        return result('eventstore_writes_ok', WARN, [summary, 'the registry started only %d s ago, no write yet'
+                                                     % _age(now, started)], **_stats_out(stats))
+    if not stats['ok']:
+        return result('eventstore_writes_ok', FAIL, [summary, 'no successful EventStore write in the window'
+                                                     + ('; e.g. "%s"' % stats['samples'][0] if stats['samples'] else
+                                                        '')], **_stats_out(stats))
+    if stats['other_failures']:
+        return result('eventstore_writes_ok', WARN, [summary, 'e.g. "%s"' % stats['samples'][0]],
+                      **_stats_out(stats))
+    return result('eventstore_writes_ok', PASS, [summary, 'last success at %s' % _iso(stats['last_ok'])],
+                  **_stats_out(stats))
+
+
+def _stats_out(stats):
+    return dict(ok=stats['ok'], auth_failures=stats['auth_failures'], other_failures=stats['other_failures'])
+
+
+def check_mtls_enforced(env_value, container_value, probes, legacy_probe, positive_probe=None, registry=None):
+    """EVENTSTORE_MTLS_REQUIRED=true in the file and the running registry; endpoints refuse clients without cert.
+
+    ``probes``: ``[dict(method, path, status|error)]`` without a client certificate;
+    ``legacy_probe``: the legacy header sent with a verified client certificate (must get 403);
+    ``positive_probe``: a verified client certificate without the header (should not be refused).
+    """
+    failures, evidence, warnings = [], [], []
+    if registry is not None and not registry.get('running'):
+        # The probes through to the registry cannot tell anything while it does not run.
+        legacy_probe = positive_probe = None
+        evidence.append('the registry container is not running: probes through to it skipped')
+    if env_value != 'true':
+        failures.append('.env.operator has EVENTSTORE_MTLS_REQUIRED=%s, not true' % _show(env_value))
+    if container_value != 'true':
+        failures.append('the running registry container has EVENTSTORE_MTLS_REQUIRED=%s, not true'
+                        % _show(container_value))
+    if env_value == 'true' and container_value == 'true':
+        evidence.append('EVENTSTORE_MTLS_REQUIRED=true in .env.operator and in the running registry')
+    refused = []
+    for probe in probes:
+        label = '%s %s' % (probe['method'], probe['path'])
+        status = probe.get('status')
+        if status in REFUSED or (status is None and probe.get('tls_refused')):
+            refused.append(label)
+        elif status is None:
+            failures.append('%s without a client certificate: no answer (%s)' % (label, probe.get('error')))
+        else:
+            failures.append('%s without a client certificate answered %s, not 401/403' % (label, status))
+    if refused:
+        evidence.append('%d/%d federation endpoints refuse a request without a client certificate'
+                        % (len(refused), len(probes)))
+    if legacy_probe is not None:
+        status = legacy_probe.get('status')
+        if status == 403:
+            evidence.append('legacy %s header refused with 403' % LEGACY_HEADER)
+        elif status is None or status >= 500:
+            legacy_probe = dict(legacy_probe, error=legacy_probe.get('error') or 'HTTP %s' % status)
+            warnings.append('legacy %s probe got no answer (%s)' % (LEGACY_HEADER, legacy_probe.get('error')))
+        else:
+            failures.append('legacy %s header answered %s, not 403' % (LEGACY_HEADER, status))
+    if positive_probe is not None:
+        status = positive_probe.get('status')
+        if status is not None and status not in REFUSED and status < 500:
+            evidence.append('a verified client certificate is accepted (%s %s answered %s)'
+                            % (positive_probe['method'], positive_probe['path'], status))
+        else:
+            answer = status if status is not None else positive_probe.get('error')
+            warnings.append('a verified client certificate was not accepted (%s %s: %s), so the refusals above may '
+                            'not come from the mTLS check' % (positive_probe['method'], positive_probe['path'], answer))
+    if failures:
+        return result('mtls_enforced', FAIL, failures + evidence)
+    if warnings:
+        return result('mtls_enforced', WARN, warnings + evidence)
+    return result('mtls_enforced', PASS, evidence)
+
+
+def _show(value):
+    return 'unset' if value is None else '"%s"' % value[:40]
+
+
+def check_minting_disabled(env_value, container_value, container=None):
+    failures = []
+    if env_value != 'disabled':
+        failures.append('.env.operator has MINTING_AUTHORITY=%s, not disabled' % _show(env_value))
+    if container is not None and not container.get('exists'):
+        failures.append('the registry container does not exist, so its MINTING_AUTHORITY cannot be checked')
+    elif container_value != 'disabled':
+        failures.append('the running registry container has MINTING_AUTHORITY=%s, not disabled (it was started '
+                        'with another value than .env.operator holds)' % _show(container_value))
+    if failures:
+        return result('minting_disabled', FAIL, failures)
+    return result('minting_disabled', PASS, 'MINTING_AUTHORITY=disabled in .env.operator and in the running registry')
+
+
+def check_db_passwords_not_default(values, live):
+    """``values``: key -> value from .env.operator (secrets); ``live``: key -> dict(ok, reason) from auth probes.
+
+    Evidence names keys and reasons, never values.
+    """
+    failures, evidence = [], []
+    for key in SECRET_KEYS:
+        if key not in values:
+            continue
+        reason = _secrets.weakness(values.get(key), key)
+        if reason:
+            failures.append('%s %s' % (key, reason))
+    seen = {}
+    for key in SECRET_KEYS:
+        value = values.get(key)
+        if value:
+            seen.setdefault(value, []).append(key)
+    for keys in seen.values():
+        if len(keys) > 1:
+            failures.append('%s hold the same value (reused)' % ' and '.join(keys))
+    if not failures:
+        evidence.append('%s: generated-looking, not default, not reused' % ', '.join(k for k in SECRET_KEYS
+                                                                                     if k in values))
+    for key in DB_SECRET_KEYS:
+        outcome = live.get(key)
+        if outcome is None:
+            continue
+        service = 'PostgreSQL' if key == 'POSTGRES_PASSWORD' else 'Redis'
+        if outcome.get('ok'):
+            evidence.append('%s accepts %s from .env.operator' % (service, key))
+        else:
+            failures.append('%s does not accept %s from .env.operator (%s): the running service uses another '
+                            'password' % (service, key, outcome.get('reason') or 'refused'))
+    if failures:
+        return result('db_passwords_not_default', FAIL, failures + evidence)
+    return result('db_passwords_not_default', PASS, evidence)
+
+
+def check_images_up_to_date(images):
+    """``images``: service -> dict(ref, running_digests, registry_digest, error)."""
+    failures, evidence, warnings = [], [], []
+    for service in SERVICES:
+        info = images.get(service)
+        if info is None:
+            continue
+        if info.get('error'):
+            warnings.append('%s (%s): %s' % (service, info.get('ref'), info['error']))
+            continue
+        current = info.get('registry_digest')
+        running = info.get('running_digests') or []
+        if current in running:
+            evidence.append('%s runs %s@%s' % (service, info.get('ref'), current[:19]))
+        else:
+            failures.append('%s runs %s (%s) but the registry has %s for it: a newer image was pushed'
+                            % (service, info.get('ref'), ', '.join(d[:19] for d in running) or 'no digest',
+                               (current or '?')[:19]))
+    if failures:
+        return result('images_up_to_date', FAIL, failures + warnings)
+    if warnings:
+        return result('images_up_to_date', WARN, warnings + evidence)
+    return result('images_up_to_date', PASS, evidence or 'no service image to compare')
+
+
+def check_x509pop_cert_expiry(cert_pem, warn_days, now):
+    if not cert_pem:
+        return result('x509pop_cert_expiry', FAIL, 'spire/x509pop.crt is missing from the stack directory')
+    try:
+        cert = cx.load_chain(cert_pem, 'x509pop certificate spire/x509pop.crt')[0]
+    except cx.x509u.X509Error as exc:
+        return result('x509pop_cert_expiry', FAIL, str(exc))
+    not_after = cx.x509u.isoformat(cx.x509u.not_valid_after(cert))
+    remaining = cx.x509u.remaining_seconds(cert, now)
+    days = remaining / 86400.0
+    subject = cert.subject.rfc4514_string()
+    if cx.x509u.is_not_yet_valid(cert, now):
+        return result('x509pop_cert_expiry', FAIL, 'x509pop certificate %s is not valid before %s' % (
+            subject, cx.x509u.isoformat(cx.x509u.not_valid_before(cert))), remaining_days=round(days, 1))
+    if remaining <= 0:
+        return result('x509pop_cert_expiry', FAIL, 'x509pop certificate %s expired at %s: the agent cannot attest'
+                      % (subject, not_after), remaining_days=round(days, 1))
+    if days < warn_days:
+        return result('x509pop_cert_expiry', WARN, 'x509pop certificate %s expires in %.1f days (%s), under the %d '
+                      'days threshold' % (subject, days, not_after, warn_days), remaining_days=round(days, 1))
+    return result('x509pop_cert_expiry', PASS, 'x509pop certificate %s valid for %.0f more days (until %s)'
+                  % (subject, days, not_after), remaining_days=round(days, 1))
+
+
+def check_env_file_permissions(path, info):
+    """``info``: dict(exists, is_symlink, is_file, mode, uid, gid) of an lstat."""
+    if not info or not info.get('exists'):
+        return result('env_file_permissions', FAIL, '%s does not exist' % path)
+    if info.get('is_symlink') or not info.get('is_file'):
+        return result('env_file_permissions', FAIL, '%s is not a regular file' % path)
+    mode = info['mode'] & 0o7777
+    failures = []
+    if mode != 0o600:
+        extra = ' (readable by others)' if mode & 0o004 else (' (readable by its group)' if mode & 0o040 else '')
+        failures.append('%s has mode %04o, not 0600%s' % (path, mode, extra))
+    if info.get('uid') != 0:
+        failures.append('%s is owned by uid %s, not root' % (path, info.get('uid')))
+    if failures:
+        return result('env_file_permissions', FAIL, failures)
+    return result('env_file_permissions', PASS, '%s: mode 0600, owner root' % path)

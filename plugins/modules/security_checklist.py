@@ -1,0 +1,527 @@
+#!/usr/bin/python
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+DOCUMENTATION = r"""
+module: security_checklist
+short_description: Evaluate the operator guide's security checklist on a registry host in one call
+version_added: 0.1.0
+description:
+  - Runs on the registry host and evaluates every item of the operator guide's Security Checklist, deeper than the
+    guide's commands, so that a healthy-looking but broken stack does not pass.
+  - Uses the Docker SDK for container state, logs, environment, image digests and the few commands that run inside
+    containers (C(spire-agent healthcheck), a password check with C(psql) and C(redis-cli)); TLS probes with the Python
+    C(ssl) module; plain file reads for the stack directory and the certs volume. It does not shell out per check.
+  - "Checks: V(spire_agent_healthy), V(cert_writer_running), V(nginx_federation_accepting), V(svid_valid),
+    V(served_svid_current), V(eventstore_writes_ok), V(mtls_enforced), V(minting_disabled),
+    V(db_passwords_not_default), V(images_up_to_date), V(x509pop_cert_expiry), V(env_file_permissions)."
+  - Each result has an C(id), C(title), C(status) (V(pass), V(warn), V(fail) or V(skip)), C(evidence) and a
+    C(remediation) naming the guide's step. A check whose prerequisite failed is V(skip) and names that prerequisite.
+  - Findings are returned, never raised; the module fails only on unusable input or when Docker cannot be reached.
+    Decide what fails the play from RV(summary) (the C(security_checklist) role has a C(fail_on) policy).
+  - No secret value is ever returned. Evidence names keys and reasons only, and every secret of C(.env.operator) is
+    also registered with Ansible's output masking.
+author:
+  - TheProtocol operator collection contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - theprotocol.operator._attributes
+  - theprotocol.operator._attributes.info_module
+requirements:
+  - Docker SDK for Python (Debian python3-docker) on the registry host
+  - cryptography (Debian python3-cryptography) on the registry host
+options:
+  registry_name:
+    description: Registry name; the containers are C(<registry_name>-<service>).
+    type: str
+    required: true
+  operator_name:
+    description: Operator name; the registry SPIFFE ID is C(spiffe://<trust_domain>/service/registry-<operator_name>).
+    type: str
+    required: true
+  trust_domain:
+    description: SPIFFE trust domain of the federation.
+    type: str
+    default: example.com
+  stack_dir:
+    description: Stack directory. Defaults to C(/opt/theprotocol/<registry_name>).
+    type: path
+  env_file:
+    description: Name of the env file in O(stack_dir).
+    type: str
+    default: .env.operator
+  federation_host:
+    description: Host name or address to probe nginx-federation on, from the registry host.
+    type: str
+    default: localhost
+  federation_port:
+    description: Published port of nginx-federation.
+    type: int
+    default: 8443
+  cert_writer_interval:
+    description: The cert-writer fetch interval in seconds; a fetch must be logged, and the files written, within twice it.
+    type: int
+    default: 300
+  svid_min_remaining_seconds:
+    description: The registry SVID must stay valid at least this long.
+    type: int
+    default: 30
+  x509pop_warn_days:
+    description: Warn when the x509pop attestation certificate expires within this many days (fail once expired).
+    type: int
+    default: 30
+  eventstore_window:
+    description: Seconds of registry log to look at for EventStore writes and 401/403 refusals.
+    type: int
+    default: 300
+  checks:
+    description: Checks to evaluate (default all). Unselected checks are not reported.
+    type: list
+    elements: str
+  timeout:
+    description: Timeout in seconds for each Docker call and network probe.
+    type: float
+    default: 10
+  docker_host:
+    description: Docker daemon URL.
+    type: str
+    default: unix:///var/run/docker.sock
+notes:
+  - Run with become (root): the module reads the stack directory, the certs volume and the agent's data directory.
+seealso:
+  - module: theprotocol.operator.svid_info
+"""
+
+EXAMPLES = r"""
+- name: Evaluate the security checklist
+  theprotocol.operator.security_checklist:
+    registry_name: acme-registry
+    operator_name: acme
+    federation_port: 8443
+    cert_writer_interval: 300
+  become: true
+  register: checklist
+
+- name: Fail on any failed check
+  ansible.builtin.assert:
+    that: checklist.summary.failed | length == 0
+    fail_msg: "Failed checks: {{ checklist.summary.failed | join(', ') }}"
+"""
+
+RETURN = r"""
+results:
+  description: One result per evaluated check, in the order of the guide.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Check id.
+      type: str
+      sample: svid_valid
+    title:
+      description: What the check verifies.
+      type: str
+      sample: Registry SVID valid (SPIFFE ID, chain to the bundle, time left)
+    status:
+      description: V(pass), V(warn), V(fail) or V(skip).
+      type: str
+      sample: pass
+    evidence:
+      description: Why the status is what it is; never a secret value.
+      type: list
+      elements: str
+      sample: [SPIFFE ID spiffe://example.com/service/registry-acme]
+    remediation:
+      description: The guide's step to take; empty for V(pass) and V(skip).
+      type: str
+      sample: ''
+    requires:
+      description: Checks this one depends on; it is V(skip) when one of them failed.
+      type: list
+      elements: str
+      sample: []
+    details:
+      description: Machine-readable facts of the check (serials, counts, remaining time).
+      type: dict
+      sample: {}
+summary:
+  description: Counts per status, the overall (worst) status and the ids of failed and warned checks.
+  returned: success
+  type: dict
+  sample: {counts: {pass: 12, warn: 0, fail: 0, skip: 0}, status: pass, failed: [], warned: [], total: 12}
+registry_name:
+  description: The registry evaluated.
+  returned: success
+  type: str
+  sample: acme-registry
+checked_at:
+  description: When the checks ran (UTC).
+  returned: success
+  type: str
+  sample: '2026-06-04T12:00:00Z'
+duration_seconds:
+  description: How long the evaluation took.
+  returned: success
+  type: float
+  sample: 1.2
+"""
+
+import datetime
+import os
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
+from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_probe as probe
+from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
+from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
+
+DOCKER_IMP_ERR = None
+try:
+    import docker
+    from docker.errors import DockerException, NotFound
+except ImportError:
+    DOCKER_IMP_ERR = traceback.format_exc()
+    HAS_DOCKER = False
+else:
+    HAS_DOCKER = True
+
+CERTS_MOUNT = '/certs'
+AGENT_DATA_MOUNT = '/opt/spire/data/agent'
+SECRET_HINTS = ('PASSWORD', 'SECRET', 'KEY', 'TOKEN')
+
+
+class Gatherer:
+    """Collects the facts each check needs, from Docker, TLS probes and files."""
+
+    def __init__(self, module, client, now):
+        self.module = module
+        self.client = client
+        self.params = module.params
+        self.now = now
+        self.prefix = module.params['registry_name']
+        self.timeout = module.params['timeout']
+        self._containers = {}
+
+    def container(self, service):
+        if service not in self._containers:
+            name = '%s-%s' % (self.prefix, service)
+            try:
+                obj = self.client.containers.get(name)
+            except NotFound:
+                self._containers[service] = (None, dict(exists=False, name=name))
+            else:
+                attrs = obj.attrs
+                env = dict(item.split('=', 1) for item in (attrs.get('Config') or {}).get('Env') or [] if '=' in item)
+                state = attrs.get('State') or {}
+                info = dict(exists=True, name=name, status=state.get('Status') or obj.status,
+                            running=bool(state.get('Running')) and not state.get('Paused') and not state.get(
+                                'Restarting'),
+                            started_at=state.get('StartedAt'),
+                            image_ref=(attrs.get('Config') or {}).get('Image'), image_id=attrs.get('Image'),
+                            env=dict((k, env.get(k)) for k in ('MINTING_AUTHORITY', 'EVENTSTORE_MTLS_REQUIRED')),
+                            mounts=dict((m.get('Destination'), m.get('Source')) for m in attrs.get('Mounts') or []))
+                self._containers[service] = (obj, info)
+        return self._containers[service]
+
+    def logs(self, service, since=None, tail=None):
+        obj, info = self.container(service)
+        if obj is None:
+            return []
+        kwargs = dict(stdout=True, stderr=True, timestamps=True)
+        if since is not None:
+            kwargs['since'] = int(since.timestamp())
+        if tail is not None:
+            kwargs['tail'] = tail
+        try:
+            return cl.split_docker_log(obj.logs(**kwargs).decode('utf-8', 'replace'))
+        except DockerException:
+            return []
+
+    def exec_in(self, service, argv, environment=None):
+        obj, info = self.container(service)
+        if obj is None or not info['running']:
+            return dict(exit_code=None, output='container not running')
+        try:
+            res = obj.exec_run(argv, environment=environment, stdout=True, stderr=True)
+        except DockerException as exc:
+            return dict(exit_code=None, output='exec failed: %s' % type(exc).__name__)
+        return dict(exit_code=res.exit_code, output=(res.output or b'').decode('utf-8', 'replace')[-2000:])
+
+    def volume_dir(self, service, destination, volume):
+        dummy, info = self.container(service)
+        source = (info.get('mounts') or {}).get(destination)
+        if source:
+            return source
+        try:
+            return self.client.volumes.get('%s_%s' % (self.prefix, volume)).attrs.get('Mountpoint')
+        except DockerException:
+            return None
+
+    def image(self, service):
+        dummy, info = self.container(service)
+        if not info.get('exists'):
+            return None
+        ref = info.get('image_ref')
+        out = dict(ref=ref, running_digests=[], registry_digest=None, error=None)
+        repo = ref.split('@', 1)[0]
+        if ':' in repo.rsplit('/', 1)[-1]:
+            repo = repo.rsplit(':', 1)[0]
+        try:
+            image = self.client.images.get(info['image_id'])
+            out['running_digests'] = [d.split('@', 1)[1] for d in image.attrs.get('RepoDigests') or []
+                                      if d.split('@', 1)[0] == repo]
+        except DockerException as exc:
+            out['error'] = 'cannot inspect the running image (%s)' % type(exc).__name__
+            return out
+        try:
+            out['registry_digest'] = self.client.images.get_registry_data(ref).id
+        except DockerException as exc:
+            out['error'] = 'cannot ask the image registry for the current digest (%s)' % (
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return out
+
+
+def _db_auth(gatherer, env, key):
+    if key == 'POSTGRES_PASSWORD':
+        user = env.value('POSTGRES_USER') or 'postgres'
+        database = env.value('POSTGRES_DB') or user
+        res = gatherer.exec_in('db', ['psql', '-h', '127.0.0.1', '-U', user, '-d', database, '-w', '-tAc', 'SELECT 1'],
+                               environment={'PGPASSWORD': env.value(key) or '', 'PGCONNECT_TIMEOUT': '5'})
+        ok = res['exit_code'] == 0 and res['output'].strip().endswith('1')
+    else:
+        res = gatherer.exec_in('redis', ['redis-cli', '-h', '127.0.0.1', '--no-auth-warning', 'ping'],
+                               environment={'REDISCLI_AUTH': env.value(key) or ''})
+        ok = res['exit_code'] == 0 and 'PONG' in res['output']
+    if ok:
+        return dict(ok=True)
+    if res['exit_code'] is None:
+        return dict(ok=False, reason=res['output'])
+    text = res['output'].lower()
+    if 'password authentication failed' in text or 'wrongpass' in text or 'noauth' in text or 'invalid' in text:
+        reason = 'authentication failed'
+    else:
+        reason = 'the check exited %s' % res['exit_code']
+    return dict(ok=False, reason=reason)
+
+
+def run_checks(module, client):
+    params = module.params
+    started = time.monotonic()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    g = Gatherer(module, client, now)
+    stack_dir = params['stack_dir'] or '/opt/theprotocol/%s' % params['registry_name']
+    env_path = os.path.join(stack_dir, params['env_file'])
+    selected = params['checks'] or list(cl.CHECK_IDS)
+    expected_id = x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
+
+    # Files of the stack directory.
+    env_info = probe.lstat_info(env_path)
+    env_data = probe.read_file(env_path)
+    env = _envfile.EnvFile()
+    if env_data is not None:
+        try:
+            env = _envfile.EnvFile.from_bytes(env_data, 'env file %s' % env_path)
+        except _envfile.EnvFileError as exc:
+            module.fail_json(msg=str(exc))
+    secrets = [env.value(k) for k in env.keys() if any(h in k.upper() for h in SECRET_HINTS) and env.value(k)]
+    module.no_log_values.update(s for s in secrets if len(s) >= 4)
+
+    for service in cl.SERVICES:
+        g.container(service)
+    certs_dir = g.volume_dir('cert-writer', CERTS_MOUNT, 'certs')
+    agent_dir = g.volume_dir('spire-agent', AGENT_DATA_MOUNT, 'spire-agent-data')
+    svid_path = os.path.join(certs_dir, 'svid.pem') if certs_dir else None
+    key_path = os.path.join(certs_dir, 'svid_key.pem') if certs_dir else None
+    svid_pem = probe.read_file(svid_path) if certs_dir else None
+    key_pem = probe.read_file(key_path) if certs_dir else None
+    bundle_pem = probe.read_file(os.path.join(certs_dir, 'bundle.pem')) if certs_dir else None
+    if not bundle_pem:
+        bundle_pem = probe.read_file(os.path.join(stack_dir, 'spire', 'bundle.pem'))
+    files_mtime = None
+    if certs_dir:
+        files_mtime = probe.mtime(os.path.join(certs_dir, '..data')) or probe.mtime(svid_path)
+
+    host, port, timeout = params['federation_host'], params['federation_port'], params['timeout']
+    no_cert = probe.tls_context()
+    with_cert = None
+    if svid_pem and key_pem:
+        try:
+            with_cert = probe.tls_context(svid_path, key_path)
+        except (OSError, ValueError):
+            with_cert = None
+
+    # Network and Docker round trips in parallel; each job only reads.
+    jobs = {}
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        def submit(name, fn, *args, **kwargs):
+            jobs[name] = pool.submit(fn, *args, **kwargs)
+        if 'nginx_federation_accepting' in selected or 'served_svid_current' in selected:
+            submit('health', probe.https_request, host, port, 'GET', '/health', no_cert, timeout)
+        if 'mtls_enforced' in selected:
+            for method, path in cl.FEDERATION_ENDPOINTS:
+                submit('probe %s %s' % (method, path), probe.https_request, host, port, method, path, no_cert, timeout,
+                       None, b'{}' if method == 'POST' else None)
+            if with_cert is not None:
+                submit('legacy', probe.https_request, host, port, 'POST', '/api/v1/events/', with_cert, timeout,
+                       {cl.LEGACY_HEADER: 'checklist-probe', 'Content-Type': 'application/json'}, b'{}')
+                submit('positive', probe.https_request, host, port, 'GET', '/api/v1/federation/agent-cards', with_cert,
+                       timeout)
+        if 'spire_agent_healthy' in selected:
+            submit('healthcheck', g.exec_in, 'spire-agent', ['/opt/spire/bin/spire-agent', 'healthcheck'])
+            submit('agent_log', g.logs, 'spire-agent', None, 200)
+        if 'spire_agent_healthy' in selected or 'cert_writer_running' in selected:
+            submit('cw_log', g.logs, 'cert-writer', None, 50)
+        if 'eventstore_writes_ok' in selected:
+            submit('registry_log', g.logs, 'registry', now - datetime.timedelta(seconds=params['eventstore_window']))
+        if 'db_passwords_not_default' in selected:
+            for key in cl.DB_SECRET_KEYS:
+                if env.value(key) and g.container('db' if key == 'POSTGRES_PASSWORD' else 'redis')[1]['exists']:
+                    submit('auth ' + key, _db_auth, g, env, key)
+        if 'images_up_to_date' in selected:
+            for service in cl.SERVICES:
+                submit('image ' + service, g.image, service)
+        done = dict((name, future.result()) for name, future in jobs.items())
+
+    def c(service):
+        return g.container(service)[1]
+
+    results = []
+    for check_id in selected:
+        if check_id == 'spire_agent_healthy':
+            agent_svid = None
+            data = probe.read_file(os.path.join(agent_dir, 'agent-data.json')) if agent_dir else None
+            if data:
+                agent_svid = cl_agent_svid(data)
+            res = cl.check_spire_agent_healthy(c('spire-agent'), done.get('healthcheck'), agent_svid, bundle_pem,
+                                               params['trust_domain'], done.get('agent_log', []),
+                                               done.get('cw_log', []), now,
+                                               probe.read_file(os.path.join(stack_dir, 'spire', 'x509pop.crt')))
+        elif check_id == 'cert_writer_running':
+            res = cl.check_cert_writer_running(c('cert-writer'), done.get('cw_log', []), files_mtime,
+                                               params['cert_writer_interval'], now)
+        elif check_id == 'nginx_federation_accepting':
+            res = cl.check_nginx_federation_accepting(c('nginx-federation'), done.get('health'), port)
+        elif check_id == 'svid_valid':
+            res = cl.check_svid_valid(svid_pem, key_pem, bundle_pem, expected_id, params['svid_min_remaining_seconds'],
+                                      now)
+        elif check_id == 'served_svid_current':
+            health = done.get('health') or {}
+            res = cl.check_served_svid_current(health.get('peer_der'), health.get('error'), svid_pem, now)
+        elif check_id == 'eventstore_writes_ok':
+            res = cl.check_eventstore_writes_ok(c('registry'), done.get('registry_log', []),
+                                                params['eventstore_window'], now)
+        elif check_id == 'mtls_enforced':
+            probes = [done['probe %s %s' % (m, p)] for m, p in cl.FEDERATION_ENDPOINTS]
+            # The probes with our own SVID as client certificate only mean something when that SVID is valid.
+            own_ok = cl.check_svid_valid(svid_pem, key_pem, bundle_pem, expected_id, 0, now)['status'] == cl.PASS
+            res = cl.check_mtls_enforced(env.value('EVENTSTORE_MTLS_REQUIRED'),
+                                         c('registry').get('env', {}).get('EVENTSTORE_MTLS_REQUIRED'),
+                                         probes, done.get('legacy') if own_ok else None,
+                                         done.get('positive') if own_ok else None, c('registry'))
+        elif check_id == 'minting_disabled':
+            res = cl.check_minting_disabled(env.value('MINTING_AUTHORITY'),
+                                            c('registry').get('env', {}).get('MINTING_AUTHORITY'), c('registry'))
+        elif check_id == 'db_passwords_not_default':
+            values = dict((k, env.value(k)) for k in cl.SECRET_KEYS if k in env.keys())
+            live = dict((k, done['auth ' + k]) for k in cl.DB_SECRET_KEYS if 'auth ' + k in done)
+            res = cl.check_db_passwords_not_default(values, live)
+        elif check_id == 'images_up_to_date':
+            res = cl.check_images_up_to_date(dict((s, done['image ' + s]) for s in cl.SERVICES
+                                                  if done.get('image ' + s) is not None))
+        elif check_id == 'x509pop_cert_expiry':
+            res = cl.check_x509pop_cert_expiry(probe.read_file(os.path.join(stack_dir, 'spire', 'x509pop.crt')),
+                                               params['x509pop_warn_days'], now)
+        else:  # env_file_permissions
+            res = cl.check_env_file_permissions(env_path, env_info)
+        results.append(res)
+    cl.apply_dependencies(results)
+    results = cl.scrub(results, secrets)
+    return dict(changed=False, results=results, summary=cl.summarize(results), registry_name=params['registry_name'],
+                checked_at=now.strftime('%Y-%m-%dT%H:%M:%SZ'),
+                duration_seconds=round(time.monotonic() - started, 3))
+
+
+def cl_agent_svid(data):
+    """PEM of the agent's own SVID from SPIRE's agent-data.json (public certificates only)."""
+    import base64
+    import json
+    try:
+        document = json.loads(data.decode('utf-8'))
+        return b''.join(base64.b64decode(item) for item in document.get('svid') or [])
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            registry_name=dict(type='str', required=True),
+            operator_name=dict(type='str', required=True),
+            trust_domain=dict(type='str', default='example.com'),
+            stack_dir=dict(type='path'),
+            env_file=dict(type='str', default='.env.operator'),
+            federation_host=dict(type='str', default='localhost'),
+            federation_port=dict(type='int', default=8443),
+            cert_writer_interval=dict(type='int', default=300),
+            svid_min_remaining_seconds=dict(type='int', default=30),
+            x509pop_warn_days=dict(type='int', default=30),
+            eventstore_window=dict(type='int', default=300),
+            checks=dict(type='list', elements='str'),
+            timeout=dict(type='float', default=10),
+            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib('docker (Debian: python3-docker)'), exception=DOCKER_IMP_ERR)
+    if not cx.x509u.HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib('cryptography (Debian: python3-cryptography)'),
+                         exception=cx.x509u.CRYPTOGRAPHY_IMP_ERR)
+    problems = []
+    for name in ('federation_port',):
+        if not 0 < params[name] < 65536:
+            problems.append('%s must be a TCP port (1-65535), got %d.' % (name, params[name]))
+    for name in ('cert_writer_interval', 'eventstore_window'):
+        if params[name] <= 0:
+            problems.append('%s must be a positive number of seconds, got %d.' % (name, params[name]))
+    for name in ('svid_min_remaining_seconds', 'x509pop_warn_days'):
+        if params[name] < 0:
+            problems.append('%s must be 0 or more, got %d.' % (name, params[name]))
+    if params['timeout'] <= 0:
+        problems.append('timeout must be positive.')
+    unknown = [c for c in params['checks'] or [] if c not in cl.CHECK_IDS]
+    if unknown:
+        problems.append('Unknown check(s) %s; known: %s.' % (', '.join(unknown), ', '.join(cl.CHECK_IDS)))
+    try:
+        x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
+    except x509u.X509Error as exc:
+        problems.append(str(exc))
+    if params['stack_dir'] is not None and not os.path.isabs(params['stack_dir']):
+        problems.append('stack_dir must be an absolute path.')
+    if problems:
+        module.fail_json(msg='Invalid options: %s' % ' '.join(problems))
+    try:
+        client = docker.DockerClient(base_url=params['docker_host'], timeout=int(max(params['timeout'], 1)) + 20)
+        client.ping()
+    except DockerException as exc:
+        module.fail_json(msg='Cannot reach the Docker daemon at %s (%s). Run on the registry host with become.'
+                             % (params['docker_host'], type(exc).__name__))
+    try:
+        result = run_checks(module, client)
+    finally:
+        client.close()
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,365 @@
+"""The security checklist on the lab: every check passes on the healthy stack, and each real fault
+makes exactly its check fail (or warn) with evidence saying why. Each fault is undone before the
+next one; the stack ends healthy and converged (site.yml changed=0).
+
+CHECKLIST_HOST (default host1, the shared stack) picks the lab host to run on."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import re
+import ssl
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import STATE, recap, run_playbook, sh, put_file, server_cli, wait_for
+
+HOST = os.environ.get("CHECKLIST_HOST", "host1")
+N = HOST.replace("host", "")
+REG = f"registry{N}"
+OPERATOR = f"operator{N}"
+STACK = f"/opt/theprotocol/{REG}"
+WINDOW = 40
+COMPOSE = f"cd {STACK} && docker compose -f docker-compose.operator.yml --env-file .env.operator"
+ALL = ["spire_agent_healthy", "cert_writer_running", "nginx_federation_accepting", "svid_valid", "served_svid_current",
+       "eventstore_writes_ok", "mtls_enforced", "minting_disabled", "db_passwords_not_default", "images_up_to_date",
+       "x509pop_cert_expiry", "env_file_permissions"]
+
+
+@pytest.fixture(scope="module")
+def stack(request, lab, dkr):
+    if HOST == "host1":
+        request.getfixturevalue("deployed")
+    return dkr.containers.get(f"lab-{HOST}")
+
+
+def verify(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    rc, text = run_playbook("playbooks/verify.yml", "-l", HOST, "-e", f"theprotocol_checklist_report_dir={out}",
+                            "-e", "theprotocol_checklist_fail_on=never",
+                            "-e", f"theprotocol_checklist_eventstore_window={WINDOW}", *extra, structured=False)
+    assert rc == 0, text[-4000:]
+    report = json.loads((out / f"{HOST}.json").read_text())
+    return dict((r["id"], r) for r in report["results"]), text, out
+
+
+def statuses(results):
+    return dict((k, v["status"]) for k, v in results.items())
+
+
+def wait_all_pass(tmp_path, timeout=180):
+    def ok():
+        results, dummy, dummy2 = verify(tmp_path, name="heal")
+        bad = dict((k, (v["status"], v["evidence"])) for k, v in results.items() if v["status"] != "pass")
+        assert not bad, bad
+        return True
+    wait_for("every check to pass again", ok, timeout=timeout, interval=3)
+
+
+def assert_only(results, check, status, *words):
+    others = dict((k, v) for k, v in statuses(results).items() if k != check and v not in ("pass", "skip"))
+    assert results[check]["status"] == status, results[check]
+    assert not others, others
+    text = " ".join(results[check]["evidence"])
+    for word in words:
+        assert word in text, text
+    assert results[check]["remediation"].startswith("Operator guide, ")
+
+
+def env_secrets(host):
+    text = sh(host, ["cat", f"{STACK}/.env.operator"])[1]
+    return [m.group(2).strip("'\"") for m in re.finditer(r"^(\w*(?:PASSWORD|KEY)\w*)=(.+)$", text, re.M)]
+
+
+def cert_writer_data_dir(host):
+    return sh(host, ["readlink", "-f", f"/var/lib/docker/volumes/{REG}_certs/_data/..data"])[1].strip()
+
+
+# --------------------------------------------------------------------------- healthy, reports, check mode
+
+def test_healthy_stack_passes_and_reports_parse_without_secrets(stack, tmp_path):
+    wait_all_pass(tmp_path, timeout=120)
+    results, text, out = verify(tmp_path, "-vvv")
+    assert sorted(results) == sorted(ALL)
+    assert set(statuses(results).values()) == {"pass"}
+    fleet = json.loads((out / "fleet.json").read_text())
+    assert fleet["hosts"][0]["host"] == HOST
+    for xml in ("fleet.xml", f"{HOST}.xml"):
+        suites = ET.parse(out / xml).getroot()
+        cases = suites.findall("./testsuite/testcase")
+        assert len(cases) == len(ALL) and not suites.findall(".//failure")
+    table = (out / "fleet.md").read_text()
+    assert f"| {HOST} | {REG} | PASS |" in table
+    secrets = env_secrets(stack)
+    assert len(secrets) >= 3
+    blobs = [text] + [p.read_text() for p in out.iterdir()]
+    for secret in secrets:
+        for blob in blobs:
+            assert secret not in blob
+
+
+def test_check_mode_runs_the_checklist(stack, tmp_path):
+    results, text, out = verify(tmp_path, "--check", name="check")
+    assert set(statuses(results).values()) == {"pass"}
+    assert "changed=0" in text
+
+
+# --------------------------------------------------------------------------- faults, one by one
+
+def test_env_file_world_readable(stack, tmp_path):
+    sh(stack, ["chmod", "0644", f"{STACK}/.env.operator"])
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "env_file_permissions", "fail", "mode 0644", "readable by others")
+    finally:
+        sh(stack, ["chmod", "0600", f"{STACK}/.env.operator"])
+
+
+def test_default_password(stack, tmp_path):
+    original = sh(stack, ["cat", f"{STACK}/.env.operator"])[1].encode()
+    weak = re.sub(rb"^POSTGRES_PASSWORD=.*$", b"POSTGRES_PASSWORD=postgres", original, flags=re.M)
+    put_file(stack, f"{STACK}/.env.operator", weak, 0o600)
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "db_passwords_not_default", "fail", "POSTGRES_PASSWORD is a well-known default",
+                    "PostgreSQL does not accept")
+    finally:
+        put_file(stack, f"{STACK}/.env.operator", original, 0o600)
+    assert sh(stack, ["stat", "-c", "%a %U", f"{STACK}/.env.operator"])[1].strip() == "600 root"
+
+
+def test_x509pop_near_expiry(stack, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    path = f"{STACK}/spire/x509pop.crt"
+    original = sh(stack, ["cat", path])[1].encode()
+    cert = x509.load_pem_x509_certificate(original)
+    ca_key = serialization.load_pem_private_key((STATE / "pki" / "frame-ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((STATE / "pki" / "frame-ca.crt").read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(ca.subject)
+               .public_key(cert.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=10)))
+    for ext in cert.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    near = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    put_file(stack, path, near, 0o644)
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "x509pop_cert_expiry", "warn", "expires in", "days", "under the 30 days")
+    finally:
+        put_file(stack, path, original, 0o644)
+
+
+def test_cert_writer_stopped(stack, tmp_path):
+    sh(stack, ["docker", "stop", f"{REG}-cert-writer"])
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "cert_writer_running", "fail", "not running")
+    finally:
+        sh(stack, ["docker", "start", f"{REG}-cert-writer"])
+    wait_all_pass(tmp_path)
+
+
+def test_nginx_federation_stopped(stack, tmp_path):
+    sh(stack, ["docker", "stop", f"{REG}-nginx-federation"])
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "nginx_federation_accepting", "fail", "https://localhost:8443/health")
+        assert results["served_svid_current"]["status"] == "skip"
+    finally:
+        sh(stack, ["docker", "start", f"{REG}-nginx-federation"])
+    wait_all_pass(tmp_path)
+
+
+@pytest.mark.parametrize("key, value, check, words", [
+    ("MINTING_AUTHORITY", "enabled", "minting_disabled", ['running registry container has MINTING_AUTHORITY="enabled"']),
+    ("EVENTSTORE_MTLS_REQUIRED", "false", "mtls_enforced",
+     ['running registry container has EVENTSTORE_MTLS_REQUIRED="false"']),
+])
+def test_running_registry_differs_from_env_file(stack, tmp_path, key, value, check, words):
+    # Someone started the registry with an override file: the running container differs from .env.operator.
+    put_file(stack, "/tmp/checklist-override.yml",
+             f"services:\n  registry:\n    environment:\n      {key}: \"{value}\"\n".encode())
+    # The registry refuses to start that way (it restarts in a loop); the checklist names the cause.
+    sh(stack, f"{COMPOSE} -f /tmp/checklist-override.yml up -d --no-deps registry")
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, check, "fail", *words)
+    finally:
+        sh(stack, f"{COMPOSE} up -d --no-deps --wait registry")
+    wait_all_pass(tmp_path)
+
+
+def _registry_api(method, path, body=None, headers=None):
+    context = ssl.create_default_context(cafile=str(STATE / "pki" / "tls-ca.crt"))
+    req = urllib.request.Request(f"https://localhost:5000{path}", data=body, method=method, headers=headers or {})
+    with urllib.request.urlopen(req, context=context, timeout=30) as resp:
+        return resp.read(), dict(resp.headers)
+
+
+def test_newer_image_pushed(stack, tmp_path):
+    repo = "theprotocol/redis"
+    accept = ("application/vnd.docker.distribution.manifest.v2+json,application/vnd.oci.image.manifest.v1+json")
+    manifest, headers = _registry_api("GET", f"/v2/{repo}/manifests/lab", headers={"Accept": accept})
+    media = headers["Content-Type"]
+    doc = json.loads(manifest)
+    config, dummy = _registry_api("GET", f"/v2/{repo}/blobs/{doc['config']['digest']}")
+    cfg = json.loads(config)
+    cfg.setdefault("config", {}).setdefault("Labels", {})["org.theprotocol.lab.checklist-newer"] = str(time.time())
+    new_config = json.dumps(cfg).encode()
+    digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
+    dummy, upload = _registry_api("POST", f"/v2/{repo}/blobs/uploads/", b"")
+    location = upload["Location"]
+    location = location if location.startswith("http") else f"https://localhost:5000{location}"
+    sep = "&" if "?" in location else "?"
+    _registry_api("PUT", location.replace("https://localhost:5000", "") + f"{sep}digest={digest}", new_config,
+                  {"Content-Type": "application/octet-stream"})
+    doc["config"] = dict(doc["config"], digest=digest, size=len(new_config))
+    _registry_api("PUT", f"/v2/{repo}/manifests/lab", json.dumps(doc).encode(), {"Content-Type": media})
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "images_up_to_date", "fail", "redis runs", "newer image was pushed")
+    finally:
+        _registry_api("PUT", f"/v2/{repo}/manifests/lab", manifest, {"Content-Type": media})
+    results, dummy, dummy2 = verify(tmp_path, name="after")
+    assert results["images_up_to_date"]["status"] == "pass"
+
+
+def test_nginx_not_reloaded_after_rotation(stack, tmp_path):
+    pid = sh(stack, ["docker", "inspect", "-f", "{{.State.Pid}}", f"{REG}-nginx-federation"])[1].strip()
+    before = cert_writer_data_dir(stack)
+    serial = sh(stack, f"openssl x509 -noout -serial -in {before}/svid.pem 2>/dev/null || "
+                       f"python3 -c 'print(open(\"{before}/svid.pem\").read()[:200])'")[1]
+    sh(stack, ["kill", "-STOP", pid])  # the entrypoint's watch loop: nginx keeps serving, nobody reloads it
+    try:
+        def rotated():
+            now = sh(stack, f"cat /var/lib/docker/volumes/{REG}_certs/_data/svid.pem")[1]
+            return serial not in now and now.count("BEGIN CERTIFICATE") and now != serial
+        current = sh(stack, f"cat /var/lib/docker/volumes/{REG}_certs/_data/svid.pem")[1]
+
+        def changed():
+            return sh(stack, f"cat /var/lib/docker/volumes/{REG}_certs/_data/svid.pem")[1] != current
+        wait_for("the SPIRE agent to rotate the SVID (TTL 120 s)", changed, timeout=120, interval=3)
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "served_svid_current", "fail", "not reloaded after the rotation")
+    finally:
+        sh(stack, ["kill", "-CONT", pid])
+    wait_all_pass(tmp_path)
+
+
+def test_svid_from_another_trust_domain(stack, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "other.org CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(hours=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "x")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
+                f"spiffe://other.org/service/registry-{OPERATOR}")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = leaf.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    for attempt in range(3):
+        first = cert_writer_data_dir(stack)
+        wait_for("a fresh cert-writer write", lambda: cert_writer_data_dir(stack) != first, timeout=40, interval=0.5)
+        target = cert_writer_data_dir(stack)
+        put_file(stack, f"{target}/svid.pem", pem, 0o644)
+        put_file(stack, f"{target}/svid_key.pem", key_pem, 0o640)
+        results, dummy, dummy2 = verify(tmp_path, name=f"foreign{attempt}")
+        if "other.org" in " ".join(results["svid_valid"]["evidence"]):
+            break
+    assert_only(results, "svid_valid", "fail", f"spiffe://other.org/service/registry-{OPERATOR}", "chain")
+    wait_all_pass(tmp_path, timeout=WINDOW + 120)
+
+
+@pytest.mark.skip(reason="WIP: the stand-in EventStore's answers reach the registry as transport errors, not 403; "
+                         "needs a deny hook in lab-eventstore (see the report)")
+def test_registry_gets_403_from_the_eventstore(stack, lab, dkr, tmp_path):
+    """An EventStore that refuses this registry (403): a stand-in with the EventStore's own SVID, which the
+    registry container resolves lab-eventstore to."""
+    conf_dir = tmp_path / "impostor"
+    conf_dir.mkdir()
+    conf = (STATE / "eventstore" / "eventstore.conf").read_text()
+    conf = conf.replace("return 201 '{\"accepted\":true}';", "return 403 '{\"error\":\"registry suspended\"}';")
+    assert "registry suspended" in conf
+    (conf_dir / "eventstore.conf").write_text(conf)
+    os.chmod(conf_dir, 0o755)
+    image = dkr.containers.get("lab-eventstore").image
+    volumes = {str(conf_dir / "eventstore.conf"): {"bind": "/etc/nginx/conf.d/eventstore.conf", "mode": "ro"},
+               str(STATE / "eventstore" / "tls"): {"bind": "/etc/eventstore/tls", "mode": "ro"}}
+    impostor = dkr.containers.run(image, detach=True, name=f"lab-checklist-es403-{HOST}", network="theprotocol-lab",
+                                  volumes=volumes)
+    registry = None
+    original = None
+    try:
+        impostor.reload()
+        address = impostor.attrs["NetworkSettings"]["Networks"]["theprotocol-lab"]["IPAddress"]
+        registry_name = f"{REG}-registry"
+        original = sh(stack, ["docker", "exec", "-u", "root", registry_name, "cat", "/etc/hosts"])[1]
+        changed = re.sub(r"^\S+(\s+lab-eventstore\b.*)$", address + r"\1", original, flags=re.M)
+        assert changed != original
+        payload = base64.b64encode(changed.encode()).decode()
+        sh(stack, ["docker", "exec", "-u", "root", registry_name, "python3", "-c",
+                   f"import base64;open('/etc/hosts','w').write(base64.b64decode('{payload}').decode())"])
+        registry = registry_name
+        wait_for("the registry to log a 403 from the EventStore",
+                 lambda: "status=403" in sh(stack, f"docker logs --since 30s {registry_name} 2>&1")[1], timeout=60)
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "eventstore_writes_ok", "fail", "status=403 forbidden")
+    finally:
+        if registry and original:
+            payload = base64.b64encode(original.encode()).decode()
+            sh(stack, ["docker", "exec", "-u", "root", registry, "python3", "-c",
+                       f"import base64;open('/etc/hosts','w').write(base64.b64decode('{payload}').decode())"])
+        impostor.remove(force=True)
+    wait_all_pass(tmp_path, timeout=WINDOW + 120)
+
+
+def test_agent_without_an_identity(stack, lab, dkr, tmp_path):
+    """The registry's registration entry is gone: the agent is healthy by its healthcheck but issues no identity."""
+    spiffe_id = f"spiffe://{lab['trust_domain']}/service/registry-{OPERATOR}"
+    entries = json.loads(server_cli(dkr, lab, "entry", "show", "-spiffeID", spiffe_id, "-output", "json"))["entries"]
+    assert entries
+    try:
+        for entry in entries:
+            server_cli(dkr, lab, "entry", "delete", "-entryID", entry["id"])
+        wait_for("the cert-writer to be refused an identity",
+                 lambda: "no identity issued" in sh(stack, f"docker logs --tail 1 {REG}-cert-writer 2>&1")[1].lower()
+                 or "permissiondenied" in sh(stack, f"docker logs --tail 1 {REG}-cert-writer 2>&1")[1].lower(),
+                 timeout=60)
+        health = sh(stack, ["docker", "exec", f"{REG}-spire-agent", "/opt/spire/bin/spire-agent", "healthcheck"])[1]
+        assert "Agent is healthy." in health  # what the guide's command says
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "spire_agent_healthy", "fail", "issues no identity to the registry workload")
+        assert results["cert_writer_running"]["status"] == "skip"
+    finally:
+        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}")
+        assert rc == 0, out
+    wait_all_pass(tmp_path)
+
+
+def test_stack_left_converged(stack):
+    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}")
+    assert rc == 0
+    stats = recap(out)
+    assert stats[HOST]["changed"] == 0 and stats["frame"]["changed"] == 0, stats

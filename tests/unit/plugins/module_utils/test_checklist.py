@@ -1,0 +1,303 @@
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The checklist's judgements on real data: certificates made with cryptography, env files parsed
+by _envfile, log lines as the lab's cert-writer, registry and SPIRE agent write them."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
+from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
+from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile, _secrets, _x509
+
+SEC = datetime.timedelta(seconds=1)
+RUNNING = dict(exists=True, running=True, status='running')
+STOPPED = dict(exists=True, running=False, status='exited')
+
+# Real lines (lab, 2026-11-25), shifted onto the test clock by _at().
+CW_LINES = (
+    "2026-06-04T11:59:30.100000000Z 2026-06-04T11:59:30Z cert-writer: fetched SVID "
+    "spiffe_id=spiffe://example.com/service/registry-acme serial=44f3e592ae81b63c14a2b15f666f70f2 "
+    "not_after=2026-06-04T12:01:17Z bundle_cas=1 dir=/certs\n"
+    "2026-06-04T11:59:45.100000000Z 2026-06-04T11:59:45Z cert-writer: fetched SVID "
+    "spiffe_id=spiffe://example.com/service/registry-acme serial=c90c631c07f9ccd79d725ddbbc409c "
+    "not_after=2026-06-04T12:02:12Z bundle_cas=1 dir=/certs\n"
+)
+CW_NO_IDENTITY = ("2026-06-04T11:59:59.500000000Z 2026-06-04T11:59:59Z cert-writer: fetch failed: "
+                  "unix:///tmp/spire-agent/public/api.sock: rpc error: code = PermissionDenied desc = no identity issued\n")
+REGISTRY_OK = """\
+2026-06-04T11:59:25.509Z eventstore write event=TokensTransferred status=201
+2026-06-04T11:59:31.487Z 127.0.0.1 "GET /health" 200
+2026-06-04T11:59:35.523Z eventstore write event=TokensTransferred status=201
+"""
+REGISTRY_403 = "2026-06-04T11:59:45.541Z eventstore write event=TokensTransferred status=403 forbidden\n"
+REGISTRY_ERR = ("2026-06-04T11:59:55.541Z eventstore write event=TokensTransferred status=error "
+                "reason=connection_refused\n")
+AGENT_BANNED = ('time="2026-06-04T11:59:50Z" level=error msg="Agent is banned: removing SVID and shutting down" '
+                'subsystem_name=manager\n')
+
+
+def docker_log(text):
+    """Prefix plain lines as `docker logs --timestamps` does."""
+    out = []
+    for line in text.splitlines():
+        stamp = line.split(' ', 1)[0]
+        if not stamp[:4].isdigit():
+            stamp = '2026-06-04T11:59:50.000000000Z'
+        out.append(line if line.startswith(stamp) and stamp.endswith('Z') and 'T' in stamp else '%s %s' % (stamp, line))
+    return cl.split_docker_log('\n'.join(out))
+
+
+@pytest.fixture(scope='module')
+def svid(pki):
+    return dict(svid=pki.cert_pem(pki.leaf, pki.intermediate), key=pki.key_pem(pki.leaf_key), bundle=pki.cert_pem(pki.root))
+
+
+# --------------------------------------------------------------------------- logs
+
+def test_parse_timestamp_nanoseconds_and_offsets():
+    assert cl.parse_timestamp('2026-06-04T12:00:00.123456789Z') == datetime.datetime(
+        2026, 6, 4, 12, 0, 0, 123456, tzinfo=datetime.timezone.utc)
+    assert cl.parse_timestamp('2026-06-04T14:00:00+02:00') == datetime.datetime(2026, 6, 4, 12, tzinfo=datetime.timezone.utc)
+    assert cl.parse_timestamp('nonsense') is None
+
+
+def test_cert_writer_events_from_real_lines():
+    events = cl.cert_writer_events(docker_log(CW_LINES + CW_NO_IDENTITY))
+    assert [e['kind'] for e in events] == ['fetched', 'fetched', 'failed']
+    assert events[1]['serial'] == 'c90c631c07f9ccd79d725ddbbc409c'
+    assert events[2]['no_identity'] is True
+
+
+def test_eventstore_writes_counts_and_window(pki):
+    lines = docker_log(REGISTRY_OK + REGISTRY_403 + REGISTRY_ERR)
+    stats = cl.eventstore_writes(lines)
+    assert (stats['ok'], stats['auth_failures'], stats['other_failures']) == (2, 1, 1)
+    later = cl.eventstore_writes(lines, since=pki.now - 10 * SEC)
+    assert (later['ok'], later['auth_failures'], later['other_failures']) == (0, 0, 1)
+
+
+# --------------------------------------------------------------------------- results
+
+def test_dependencies_skip_and_name_the_cause():
+    results = [cl.result('nginx_federation_accepting', cl.FAIL, 'refused'),
+               cl.result('served_svid_current', cl.FAIL, 'no answer'),
+               cl.result('mtls_enforced', cl.FAIL, 'no answer')]
+    cl.apply_dependencies(results)
+    assert [r['status'] for r in results] == ['fail', 'skip', 'skip']
+    assert 'nginx_federation_accepting' in results[1]['evidence'][0]
+    assert results[1]['details']['masked']['status'] == 'fail'
+    summary = cl.summarize(results)
+    assert summary['status'] == 'fail' and summary['failed'] == ['nginx_federation_accepting']
+
+
+def test_remediation_only_when_not_passing():
+    assert cl.result('svid_valid', cl.PASS, 'ok')['remediation'] == ''
+    assert 'Step 2' in cl.result('svid_valid', cl.FAIL, 'bad')['remediation']
+    with pytest.raises(cl.ChecklistError):
+        cl.result('nope', cl.PASS, 'x')
+
+
+def test_every_check_has_a_guide_remediation():
+    for check_id, (title, remediation, requires) in cl.CHECKS.items():
+        assert title and remediation.startswith('Operator guide, ')
+        assert all(dep in cl.CHECKS for dep in requires)
+
+
+def test_scrub_nested():
+    secret = _secrets.generate_secret()
+    out = cl.scrub({'a': ['x %s y' % secret, ('z', secret)]}, [secret])
+    assert secret not in json.dumps(out)
+
+
+# --------------------------------------------------------------------------- checks
+
+def test_spire_agent_healthy_pass_and_no_identity(pki, svid):
+    agent = pki.make_cert(pki.make_key(), None, issuer=(pki.intermediate, pki.int_key),
+                          uris=['spiffe://example.com/spire/agent/x509pop/' + 'ab' * 20])
+    agent_pem = pki.cert_pem(agent, pki.intermediate)
+    healthy = dict(exit_code=0, output='Agent is healthy.\n')
+    res = cl.check_spire_agent_healthy(RUNNING, healthy, agent_pem, svid['bundle'], 'example.com', [],
+                                       docker_log(CW_LINES), pki.now)
+    assert res['status'] == 'pass', res
+    res = cl.check_spire_agent_healthy(RUNNING, healthy, agent_pem, svid['bundle'], 'example.com', [],
+                                       docker_log(CW_LINES + CW_NO_IDENTITY), pki.now)
+    assert res['status'] == 'fail'
+    assert any('no identity' in e for e in res['evidence'])
+    res = cl.check_spire_agent_healthy(RUNNING, healthy, agent_pem, svid['bundle'], 'example.com',
+                                       docker_log(AGENT_BANNED), docker_log(CW_LINES), pki.now)
+    assert res['status'] == 'fail' and any('banned' in e for e in res['evidence'])
+    res = cl.check_spire_agent_healthy(RUNNING, healthy, None, svid['bundle'], 'example.com', [], [], pki.now)
+    assert res['status'] == 'fail' and any('holds no SVID' in e for e in res['evidence'])
+    res = cl.check_spire_agent_healthy(STOPPED, None, agent_pem, svid['bundle'], 'example.com', [], [], pki.now)
+    assert res['status'] == 'fail' and 'exited' in res['evidence'][0]
+
+
+def test_spire_agent_svid_from_other_bundle_fails(pki, svid):
+    other_agent = pki.make_cert(pki.make_key(), None, issuer=(pki.other_root, pki.other_root_key),
+                                uris=['spiffe://example.com/spire/agent/x509pop/' + 'cd' * 20])
+    res = cl.check_spire_agent_healthy(RUNNING, dict(exit_code=0, output='Agent is healthy.'),
+                                       pki.cert_pem(other_agent), svid['bundle'], 'example.com', [], [], pki.now)
+    assert res['status'] == 'fail' and any('does not chain' in e for e in res['evidence'])
+
+
+def test_cert_writer(pki):
+    lines = docker_log(CW_LINES)
+    res = cl.check_cert_writer_running(RUNNING, lines, pki.now - 15 * SEC, 15, pki.now)
+    assert res['status'] == 'pass', res
+    res = cl.check_cert_writer_running(RUNNING, lines, pki.now - 15 * SEC, 15, pki.now + 60 * SEC)
+    assert res['status'] == 'fail' and any('more than 2x' in e for e in res['evidence'])
+    res = cl.check_cert_writer_running(STOPPED, lines, pki.now, 15, pki.now)
+    assert res['status'] == 'fail' and 'exited' in res['evidence'][0]
+    res = cl.check_cert_writer_running(RUNNING, docker_log(CW_LINES + CW_NO_IDENTITY), pki.now, 15, pki.now)
+    assert res['status'] == 'fail' and any('failed since' in e for e in res['evidence'])
+
+
+def test_nginx_health():
+    assert cl.check_nginx_federation_accepting(RUNNING, dict(status=200), 8443)['status'] == 'pass'
+    res = cl.check_nginx_federation_accepting(STOPPED, dict(status=None, error='connection refused'), 8443)
+    assert res['status'] == 'fail' and 'connection refused' in res['evidence'][0]
+    assert cl.check_nginx_federation_accepting(RUNNING, dict(status=502), 8443)['status'] == 'fail'
+
+
+@pytest.mark.parametrize('modern', [True, False], ids=['cryptography40-api', 'cryptography38-api'])
+def test_svid_valid(pki, svid, modern, monkeypatch):
+    monkeypatch.setattr(cx.x509u, 'MODERN_API', modern)
+    res = cl.check_svid_valid(svid['svid'], svid['key'], svid['bundle'], pki.registry_id, 30, pki.now)
+    assert res['status'] == 'pass', res
+    # Another trust domain, another root: both the ID and the chain are named.
+    other = cl.check_svid_valid(pki.cert_pem(pki.other_leaf), None, svid['bundle'], pki.registry_id, 30, pki.now)
+    assert other['status'] == 'fail'
+    text = ' '.join(other['evidence'])
+    assert 'spiffe://other.org/service/registry-acme' in text and 'chain' in text
+    expired = cl.check_svid_valid(pki.cert_pem(pki.expired_leaf, pki.intermediate), None, svid['bundle'],
+                                  pki.registry_id, 30, pki.now)
+    assert expired['status'] == 'fail' and any('expired' in e for e in expired['evidence'])
+    short = cl.check_svid_valid(svid['svid'], svid['key'], svid['bundle'], pki.registry_id, 7200, pki.now)
+    assert short['status'] == 'fail' and any('less than the 7200 s' in e for e in short['evidence'])
+    wrong_key = cl.check_svid_valid(svid['svid'], pki.key_pem(pki.mismatched_key), svid['bundle'], pki.registry_id,
+                                    30, pki.now)
+    assert wrong_key['status'] == 'fail' and 'PRIVATE' not in json.dumps(wrong_key)
+
+
+def test_served_svid(pki, svid):
+    served = cx.der(pki.leaf)
+    assert cl.check_served_svid_current(served, None, svid['svid'])['status'] == 'pass'
+    old = cx.der(pki.expired_leaf)
+    res = cl.check_served_svid_current(old, None, svid['svid'], pki.now)
+    assert res['status'] == 'fail' and 'not reloaded' in res['evidence'][0]
+    assert any('expired' in e for e in res['evidence'])
+    assert cl.check_served_svid_current(None, 'connection refused', svid['svid'])['status'] == 'fail'
+
+
+def test_eventstore(pki):
+    now = pki.now
+    assert cl.check_eventstore_writes_ok(RUNNING, docker_log(REGISTRY_OK), 60, now)['status'] == 'pass'
+    res = cl.check_eventstore_writes_ok(RUNNING, docker_log(REGISTRY_OK + REGISTRY_403), 60, now)
+    assert res['status'] == 'fail' and 'status=403 forbidden' in ' '.join(res['evidence'])
+    res = cl.check_eventstore_writes_ok(RUNNING, docker_log(REGISTRY_OK + REGISTRY_ERR), 60, now)
+    assert res['status'] == 'warn'
+    assert cl.check_eventstore_writes_ok(RUNNING, [], 60, now)['status'] == 'fail'
+
+
+def _probes(status):
+    return [dict(method=m, path=p, status=status) for m, p in cl.FEDERATION_ENDPOINTS]
+
+
+def test_mtls():
+    ok = cl.check_mtls_enforced('true', 'true', _probes(403), dict(status=403),
+                                dict(method='GET', path='/x', status=200))
+    assert ok['status'] == 'pass', ok
+    res = cl.check_mtls_enforced('true', 'false', _probes(403), dict(status=403))
+    assert res['status'] == 'fail' and 'running registry container' in res['evidence'][0]
+    res = cl.check_mtls_enforced('true', 'true', _probes(200), dict(status=200))
+    assert res['status'] == 'fail' and len(res['evidence']) >= 6
+    refused = dict(method='GET', path='/x', status=403)
+    res = cl.check_mtls_enforced('true', 'true', _probes(403), dict(status=403), refused)
+    assert res['status'] == 'warn'
+
+
+def test_minting():
+    assert cl.check_minting_disabled('disabled', 'disabled', RUNNING)['status'] == 'pass'
+    res = cl.check_minting_disabled('disabled', 'enabled', RUNNING)
+    assert res['status'] == 'fail' and 'running registry' in res['evidence'][0]
+    assert cl.check_minting_disabled('enabled', 'disabled', RUNNING)['status'] == 'fail'
+
+
+def test_passwords_from_a_real_env_file():
+    pg, redis, key = (_secrets.generate_secret() for _ in range(3))
+    text = 'POSTGRES_USER=registry\nPOSTGRES_PASSWORD=%s\nREDIS_PASSWORD="%s"\nINTERNAL_API_KEY=%s\n' % (pg, redis, key)
+    env = _envfile.EnvFile.parse(text)
+    values = dict((k, env.value(k)) for k in cl.SECRET_KEYS)
+    live = dict(POSTGRES_PASSWORD=dict(ok=True), REDIS_PASSWORD=dict(ok=True))
+    assert cl.check_db_passwords_not_default(values, live)['status'] == 'pass'
+    weak = dict(values, POSTGRES_PASSWORD='postgres')
+    res = cl.check_db_passwords_not_default(weak, dict(live, POSTGRES_PASSWORD=dict(ok=False,
+                                                                                    reason='authentication failed')))
+    out = json.dumps(res)
+    assert res['status'] == 'fail' and 'well-known default' in out and 'PostgreSQL does not accept' in out
+    assert 'postgres"' not in out.replace('PostgreSQL', '')
+    reused = dict(values, REDIS_PASSWORD=pg)
+    res = cl.check_db_passwords_not_default(reused, live)
+    assert res['status'] == 'fail' and 'reused' in json.dumps(res)
+    for value in (pg, redis, key):
+        assert value not in json.dumps(res)
+
+
+def test_images():
+    digest = 'sha256:' + 'a' * 64
+    images = dict(redis=dict(ref='r:5000/redis:lab', running_digests=[digest], registry_digest=digest))
+    assert cl.check_images_up_to_date(images)['status'] == 'pass'
+    newer = dict(redis=dict(images['redis'], registry_digest='sha256:' + 'b' * 64))
+    res = cl.check_images_up_to_date(newer)
+    assert res['status'] == 'fail' and 'newer image' in res['evidence'][0]
+    err = dict(redis=dict(images['redis'], error='cannot ask the image registry'))
+    assert cl.check_images_up_to_date(err)['status'] == 'warn'
+
+
+def test_x509pop(pki):
+    key = pki.make_key()
+    cert = pki.make_cert(key, 'host1', not_after=pki.now + 365 * datetime.timedelta(days=1))
+    assert cl.check_x509pop_cert_expiry(pki.cert_pem(cert), 30, pki.now)['status'] == 'pass'
+    near = pki.make_cert(key, 'host1', not_after=pki.now + 10 * datetime.timedelta(days=1))
+    res = cl.check_x509pop_cert_expiry(pki.cert_pem(near), 30, pki.now)
+    assert res['status'] == 'warn' and 'expires in 10.0 days' in res['evidence'][0]
+    gone = pki.make_cert(key, 'host1', not_before=pki.now - 9 * datetime.timedelta(days=1),
+                         not_after=pki.now - datetime.timedelta(days=1))
+    assert cl.check_x509pop_cert_expiry(pki.cert_pem(gone), 30, pki.now)['status'] == 'fail'
+    assert cl.check_x509pop_cert_expiry(None, 30, pki.now)['status'] == 'fail'
+
+
+def test_env_permissions(tmp_path):
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_probe as probe
+    path = tmp_path / '.env.operator'
+    path.write_text('A=b\n')
+    path.chmod(0o644)
+    res = cl.check_env_file_permissions(str(path), probe.lstat_info(str(path)))
+    assert res['status'] == 'fail' and 'mode 0644' in res['evidence'][0] and 'readable by others' in res['evidence'][0]
+    path.chmod(0o600)
+    info = probe.lstat_info(str(path))
+    res = cl.check_env_file_permissions(str(path), info)
+    assert res['status'] == ('pass' if info['uid'] == 0 else 'fail')
+    assert cl.check_env_file_permissions(str(tmp_path / 'missing'), probe.lstat_info(str(tmp_path / 'missing')))[
+        'status'] == 'fail'
+
+
+def test_checklist_chain_helpers_on_the_cryptography38_api(pki, monkeypatch):
+    monkeypatch.setattr(cx.x509u, 'MODERN_API', False)
+    bundle = [pki.root]
+    assert cx.verify_chain(pki.leaf, [pki.intermediate], bundle, pki.now)[-1] == pki.root
+    with pytest.raises(_x509.X509Error):
+        cx.verify_chain(pki.other_leaf, [], bundle, pki.now)
+    with pytest.raises(_x509.X509Error):
+        cx.verify_chain(pki.expired_leaf, [pki.intermediate], bundle, pki.now)
+    chain = cx.load_chain(pki.cert_pem(pki.leaf, pki.intermediate))
+    assert [c.serial_number for c in chain] == [pki.leaf.serial_number, pki.intermediate.serial_number]
+    with pytest.raises(_x509.X509Error) as info:
+        cx.load_key(b'-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n')
+    assert 'not a key' not in str(info.value)
