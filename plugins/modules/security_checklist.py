@@ -90,7 +90,7 @@ options:
     type: str
     default: unix:///var/run/docker.sock
 notes:
-  - Run with become (root): the module reads the stack directory, the certs volume and the agent's data directory.
+  - Run with become (root). The module reads the stack directory, the certs volume and the agent's data directory.
 seealso:
   - module: theprotocol.operator.svid_info
 """

@@ -26,7 +26,7 @@ extends_documentation_fragment:
   - theprotocol.operator._attributes
   - theprotocol.operator._attributes.info_module
 requirements:
-  - cryptography >= 38.0 on the target (Debian 12: python3-cryptography)
+  - cryptography >= 38.0 on the target (Debian 12 package python3-cryptography)
 options:
   path:
     description:

@@ -215,8 +215,10 @@ STACK_DIR = f"/opt/theprotocol/{STACK_REGISTRY}"
 
 @pytest.fixture(scope="session")
 def deployed(lab):
-    """site.yml at -vvv on the frame and host1 (converges once per session, idempotent
-    afterwards); returns the playbook's output for secret-leak checks."""
-    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{STACK_HOST}", "-vvv", structured=False)
+    """site.yml at -vvv on the frame and host1 (converges once per session; pulls, so that a
+    stack left from an earlier run runs the lab registry's current images); returns the
+    playbook's output for secret-leak checks."""
+    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{STACK_HOST}", "-vvv",
+                           "-e", "operator_stack_pull=always", structured=False)
     assert rc == 0, out[-6000:]
     return out
