@@ -1,0 +1,272 @@
+"""secret_rotation on lab-host3 (registry3): live rotation with data kept and /health probed,
+the guide's procedure breaking PostgreSQL (and the repair), rollback after faults injected at
+each step, check mode, and no secret in the output at -vvv, the role's log, the PostgreSQL
+log or docker inspect. About 4-5 minutes on the lab."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from conftest import run_playbook, sh, wait_for
+
+HOST, REGISTRY = "host3", "registry3"
+STACK = f"/opt/theprotocol/{REGISTRY}"
+ENV = f"{STACK}/.env.operator"
+KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "INTERNAL_API_KEY")
+PLAYBOOK = "playbooks/rotate_secrets.yml"
+
+
+@pytest.fixture(scope="module")
+def host(dkr, lab):
+    container = dkr.containers.get(lab["hosts"][HOST]["container"])
+    probe = (f"test -s {ENV} && docker inspect -f '{{{{.State.Running}}}}' {REGISTRY}-registry "
+             f"{REGISTRY}-db {REGISTRY}-redis | grep -vq false")
+    code, dummy = sh(container, probe, check=False)
+    if code != 0:
+        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        assert rc == 0, out[-4000:]
+    wait_for("registry3 healthy", lambda: health(container) == "200", timeout=120)
+    return container
+
+
+def dexec(host, container, cmd, env=None):
+    """docker exec in a stack container; secrets go in the exec environment (-e NAME, value from our env)."""
+    names = " ".join(f"-e {k}" for k in (env or {}))
+    return sh(host, f"docker exec {names} {container} {cmd}", env=env, check=False)
+
+
+def health(host):
+    return dexec(host, f"{REGISTRY}-registry", "curl -s -o /dev/null -m 3 -w %{http_code} localhost:8080/health")[1]
+
+
+def env_bytes(host):
+    return sh(host, ["cat", ENV])[1].encode()
+
+
+def values(host):
+    out = {}
+    for line in env_bytes(host).decode().splitlines():
+        key, dummy, value = line.partition("=")
+        if key in KEYS:
+            out[key] = value.strip().strip("'")
+    return out
+
+
+def pg_ok(host, password):
+    return dexec(host, f"{REGISTRY}-db", "psql -X -w -h 127.0.0.1 -U registry -d registry -Atc 'select 1'",
+                 {"PGPASSWORD": password})[0] == 0
+
+
+def redis_cmd(host, password, command):
+    return dexec(host, f"{REGISTRY}-redis", f"redis-cli -h 127.0.0.1 --no-auth-warning {command}",
+                 {"REDISCLI_AUTH": password})[1].strip()
+
+
+def key_status(host, key):
+    return dexec(host, f"{REGISTRY}-registry",
+                 "sh -c 'curl -s -o /dev/null -w %{http_code} -H \"X-Internal-Key: $K\" localhost:8080/internal/status'",
+                 {"K": key})[1].strip()
+
+
+def rows(host, key):
+    out = dexec(host, f"{REGISTRY}-registry",
+                "sh -c 'curl -s -H \"X-Internal-Key: $K\" localhost:8080/api/v1/rows'", {"K": key})[1]
+    import json
+    return json.loads(out)["events"]
+
+
+def seed(host, vals, tag):
+    """Rows in PostgreSQL and keys in Redis that must survive."""
+    assert dexec(host, f"{REGISTRY}-db", "psql -X -q -h /run/postgresql -U registry -d registry -c "
+                 f"\"insert into events (event_type, status) select 'rotation-{tag}', g from generate_series(1,50) g\"")[0] == 0
+    for i in range(20):
+        assert redis_cmd(host, vals["REDIS_PASSWORD"], f"SET rotation:{tag}:{i} v{i}") == "OK"
+    return rows(host, vals["INTERNAL_API_KEY"])
+
+
+def redis_keys_kept(host, password, tag):
+    return all(redis_cmd(host, password, f"GET rotation:{tag}:{i}") == f"v{i}" for i in range(20))
+
+
+class Prober(threading.Thread):
+    """/health 5 times a second (docker exec curl in the registry container) until stopped."""
+
+    def __init__(self, host):
+        super().__init__(daemon=True)
+        self.host, self.stop, self.results = host, threading.Event(), []
+
+    def run(self):
+        while not self.stop.is_set():
+            start = time.monotonic()
+            self.results.append((time.time(), health(self.host)))
+            self.stop.wait(max(0.0, 0.2 - (time.monotonic() - start)))
+
+
+class OnRecreate(threading.Thread):
+    """Runs ``action`` once, as soon as the registry container has been recreated."""
+
+    def __init__(self, host, action):
+        super().__init__(daemon=True)
+        self.host, self.action, self.done, self.stop = host, action, False, threading.Event()
+        self.first = self.container_id()
+
+    def container_id(self):
+        return sh(self.host, f"docker inspect -f '{{{{.Id}}}}' {REGISTRY}-registry", check=False)[1].strip()
+
+    def run(self):
+        while not self.stop.is_set() and not self.done:
+            current = self.container_id()
+            if current and current != self.first and "Error" not in current:
+                sh(self.host, self.action, check=False)
+                self.done = True
+            time.sleep(0.1)
+
+
+def rotate(*args):
+    return run_playbook(PLAYBOOK, "-l", HOST, *args, structured=False)
+
+
+def test_check_mode_lists_and_changes_nothing(host):
+    before = env_bytes(host)
+    listing = sh(host, ["ls", "-la", STACK])[1]
+    rc, out = rotate("--check")
+    assert rc == 0, out[-3000:]
+    assert "Would rotate POSTGRES_PASSWORD, REDIS_PASSWORD, INTERNAL_API_KEY on registry3" in out
+    assert "recreated: registry." in out
+    assert env_bytes(host) == before and sh(host, ["ls", "-la", STACK])[1] == listing
+
+
+def test_rotation_live_with_data_kept_and_health_probed(host, dkr):
+    old = values(host)
+    count = seed(host, old, "live")
+    prober = Prober(host)
+    prober.start()
+    time.sleep(2)
+    started = time.monotonic()
+    rc, out = rotate("-vvv")
+    duration = time.monotonic() - started
+    time.sleep(2)
+    prober.stop.set()
+    prober.join()
+    assert rc == 0, out[-5000:]
+    new = values(host)
+    assert all(new[k] != old[k] for k in KEYS)
+    # data kept
+    assert rows(host, new["INTERNAL_API_KEY"]) >= count
+    assert redis_keys_kept(host, new["REDIS_PASSWORD"], "live")
+    # new accepted, old refused
+    assert pg_ok(host, new["POSTGRES_PASSWORD"]) and not pg_ok(host, old["POSTGRES_PASSWORD"])
+    assert redis_cmd(host, new["REDIS_PASSWORD"], "PING") == "PONG"
+    assert "WRONGPASS" in redis_cmd(host, old["REDIS_PASSWORD"], "PING")
+    assert key_status(host, new["INTERNAL_API_KEY"]) == "200" and key_status(host, old["INTERNAL_API_KEY"]) == "401"
+    # /health: failures only in one run around the registry recreate
+    codes = [c for dummy, c in prober.results]
+    failures = [i for i, c in enumerate(codes) if c != "200"]
+    started_at = sh(host, f"docker inspect -f '{{{{.State.StartedAt}}}}' {REGISTRY}-registry")[1].strip()
+    print(f"\nrotation {duration:.1f}s; /health probes {len(codes)} ({len(codes) / (duration + 4):.1f}/s), "
+          f"failures {len(failures)} ({len(failures) * 0.2:.1f}s), registry restarted {started_at}")
+    if failures:
+        assert failures == list(range(failures[0], failures[-1] + 1)), codes  # one contiguous window
+        assert len(failures) * 0.2 < 20, codes
+    # no secret anywhere
+    log = sh(host, ["cat", f"{STACK}/secret-rotation.log"])[1]
+    pg_log = dexec(host, f"{REGISTRY}-db", "true")[1] + sh(host, f"docker logs {REGISTRY}-db 2>&1")[1]
+    inspect = sh(host, f"docker inspect $(docker ps -aq --filter label=com.docker.compose.project={REGISTRY})")[1]
+    for value in list(old.values()) + list(new.values()):
+        for where, text in (("-vvv output", out), ("role log", log), ("PostgreSQL log", pg_log),
+                            ("docker inspect", inspect)):
+            assert value not in text, f"a secret value appears in the {where}"
+    assert "rotate ok keys=POSTGRES_PASSWORD,REDIS_PASSWORD,INTERNAL_API_KEY" in log
+
+
+def _inject_and_expect_rollback(host, tag, *args, before=None, after=None, extra=()):
+    old_bytes, old = env_bytes(host), values(host)
+    count = seed(host, old, tag)
+    watcher = None
+    if before:
+        sh(host, before)
+    if after:
+        watcher = OnRecreate(host, after)
+        watcher.start()
+    try:
+        rc, out = rotate("-e", "secret_rotation_health_timeout=20", *extra, *args)
+    finally:
+        if watcher:
+            watcher.stop.set()
+    assert rc != 0, out[-3000:]
+    assert "failed and was rolled back" in out, out[-5000:]
+    if watcher:
+        assert watcher.done, "the fault was not injected"
+    assert env_bytes(host) == old_bytes
+    assert pg_ok(host, old["POSTGRES_PASSWORD"])
+    assert redis_cmd(host, old["REDIS_PASSWORD"], "PING") == "PONG"
+    assert key_status(host, old["INTERNAL_API_KEY"]) == "200"
+    assert rows(host, old["INTERNAL_API_KEY"]) >= count
+    assert redis_keys_kept(host, old["REDIS_PASSWORD"], tag)
+    assert health(host) == "200"
+    for value in old.values():
+        assert value not in out
+    return out
+
+
+def test_rollback_when_database_refuses_alter(host):
+    ro = ("docker exec {c}-db psql -X -q -h /run/postgresql -U registry -d registry -c "
+          "\"ALTER ROLE registry SET default_transaction_read_only = {v}\"")
+    try:
+        out = _inject_and_expect_rollback(host, "ro", before=ro.format(c=REGISTRY, v="on"))
+        assert "PostgreSQL refused ALTER ROLE registry (read-only)" in out
+    finally:
+        sh(host, f"docker exec {REGISTRY}-db psql -X -q -h /run/postgresql -U registry -d registry -c "
+                 "'SET default_transaction_read_only = off' -c 'ALTER ROLE registry RESET default_transaction_read_only'")
+
+
+def test_rollback_when_redis_stops_during_the_rotation(host):
+    _inject_and_expect_rollback(host, "redisdown", after=f"docker stop -t 1 {REGISTRY}-redis")
+
+
+def test_rollback_when_the_registry_does_not_come_back_healthy(host):
+    # A loop on the host pauses the new registry container the moment it runs (before the
+    # role's first /health probe can pass): it never answers, the rollback must recreate it.
+    first = sh(host, f"docker inspect -f '{{{{.Id}}}}' {REGISTRY}-registry")[1].strip()
+    loop = (f"for i in $(seq 1 3000); do id=$(docker inspect -f '{{{{.Id}}}}' {REGISTRY}-registry 2>/dev/null); "
+            f"if [ -n \"$id\" ] && [ \"$id\" != {first} ] && docker pause {REGISTRY}-registry >/dev/null 2>&1; "
+            "then break; fi; sleep 0.02; done")
+    host.exec_run(["/bin/sh", "-c", loop], detach=True)
+    try:
+        _inject_and_expect_rollback(host, "unhealthy")
+    finally:
+        sh(host, f"docker unpause {REGISTRY}-registry", check=False)
+
+
+def test_guides_procedure_breaks_the_database_and_repair_fixes_it(host):
+    """The guide: new values in .env.operator, down, up -d -> the registry is locked out."""
+    old = values(host)
+    count = seed(host, old, "naive")
+    sh(host, f"cp -p {ENV} {ENV}.20000101T000000Z.bak")  # what the guide leaves: a copy with the old values
+    new = {k: f"naive-{k.lower()}-{os.urandom(8).hex()}" for k in KEYS}
+    sh(host, "sed -i " + " ".join(f"-e 's|^{k}=.*|{k}={v}|'" for k, v in new.items()) + f" {ENV}")
+    sh(host, f"cd {STACK} && docker compose -f docker-compose.operator.yml down && "
+             f"docker compose -f docker-compose.operator.yml up -d")
+    wait_for("the registry container to run", lambda: "running" in sh(
+        host, f"docker inspect -f '{{{{.State.Status}}}}' {REGISTRY}-registry", check=False)[1], timeout=120)
+    time.sleep(5)
+    body = dexec(host, f"{REGISTRY}-registry", "curl -s localhost:8080/health")[1]
+    assert '"postgres_reason": "auth_failed"' in body and '"redis_reason": "auth_failed"' in body, body
+    assert not pg_ok(host, new["POSTGRES_PASSWORD"]) and pg_ok(host, old["POSTGRES_PASSWORD"])
+    # A rotation refuses to run on it (the preflight sees the broken stack).
+    rc, out = rotate()
+    assert rc != 0 and "/health" in out
+    # The repair makes the live credentials match the new file.
+    rc, out = rotate("-e", "theprotocol_rotation_action=repair")
+    assert rc == 0, out[-4000:]
+    wait_for("registry3 healthy after the repair", lambda: health(host) == "200", timeout=60)
+    assert pg_ok(host, new["POSTGRES_PASSWORD"]) and not pg_ok(host, old["POSTGRES_PASSWORD"])
+    assert rows(host, new["INTERNAL_API_KEY"]) >= count
+    assert redis_keys_kept(host, new["REDIS_PASSWORD"], "naive")
+    # And a proper rotation works again afterwards.
+    rc, out = rotate("-e", '{"theprotocol_rotate_secrets": ["POSTGRES_PASSWORD"]}')
+    assert rc == 0, out[-4000:]
