@@ -1,0 +1,355 @@
+"""The public_proxy role on lab-host6 (operator guide, "mTLS Through Public Nginx"):
+a public nginx with a lab wildcard certificate in front of the registry of the operator
+stack, `ssl_verify_client optional_no_ca` on the federation locations, the client
+certificate passed in X-SSL-Client-Cert and validated by the registry against the SPIRE
+trust bundle."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import re
+import socket
+import ssl
+import time
+import urllib.parse
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import failure_messages, recap, run_playbook, server_cli, sh, wait_for
+
+HOST = "host6"
+REGISTRY = "registry6"
+PUBLISH_PORT = 18080
+SERVER_NAME = "registry6.lab.example.com"
+WILDCARD = "*.lab.example.com"
+SITE = "/etc/nginx/sites-available/theprotocol-public-proxy.conf"
+FEDERATION = "/api/v1/federation/agent-cards"
+
+
+# --------------------------------------------------------------------------- certificates
+
+def _key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _cert(subject_cn, key, issuer=None, issuer_key=None, *, ca=False, dns=(), uri=None, days=30):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
+    builder = (x509.CertificateBuilder().subject_name(name)
+               .issuer_name(issuer.subject if issuer else name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=max(1, 1 - days)))
+               .not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    sans = [x509.DNSName(d) for d in dns] + ([x509.UniformResourceIdentifier(uri)] if uri else [])
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+                                        critical=True)
+    else:
+        builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                                        critical=True)
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A throwaway public CA with a wildcard certificate for *.lab.example.com, and client
+    certificates that nginx accepts (optional_no_ca) but the registry must refuse."""
+    d = tmp_path_factory.mktemp("public-proxy-pki")
+    ca_key = _key()
+    ca = _cert("lab public CA", ca_key, ca=True, days=30)
+    wc_key = _key()
+    wildcard = _cert(WILDCARD, wc_key, ca, ca_key, dns=[WILDCARD], days=30)
+    (d / "ca.pem").write_bytes(_pem(ca))
+    (d / "fullchain.pem").write_bytes(_pem(wildcard) + _pem(ca))
+    (d / "privkey.pem").write_bytes(_pem_key(wc_key))
+    (d / "privkey.pem").chmod(0o600)
+    # Self-signed, claiming the federation's trust domain.
+    ss_key = _key()
+    (d / "selfsigned.pem").write_bytes(_pem(_cert("self-signed", ss_key, uri="spiffe://example.com/service/registry-evil")))
+    (d / "selfsigned.key").write_bytes(_pem_key(ss_key))
+    # A proper SVID chain, but of another trust domain.
+    other_ca_key = _key()
+    other_ca = _cert("other trust domain", other_ca_key, ca=True, uri="spiffe://other.example.org")
+    other_key = _key()
+    (d / "other.pem").write_bytes(_pem(_cert("other", other_key, other_ca, other_ca_key,
+                                             uri="spiffe://other.example.org/service/registry-x")) + _pem(other_ca))
+    (d / "other.key").write_bytes(_pem_key(other_key))
+    # An unrelated key (mismatch) and an expired wildcard certificate.
+    (d / "otherkey.pem").write_bytes(_pem_key(_key()))
+    old_key = _key()
+    (d / "expired.pem").write_bytes(_pem(_cert(WILDCARD, old_key, ca, ca_key, dns=[WILDCARD], days=-1)))
+    (d / "expired.key").write_bytes(_pem_key(old_key))
+    return d
+
+
+@pytest.fixture(scope="module")
+def peer_svid(dkr, lab, tmp_path_factory):
+    """A valid SVID of another registry of the federation, minted by the frame."""
+    server = dkr.containers.get(lab["spire_server"]["container"])
+    sh(server, "rm -rf /tmp/public-proxy-peer && mkdir -p /tmp/public-proxy-peer")
+    server_cli(dkr, lab, "x509", "mint", "-spiffeID", "spiffe://example.com/service/registry-peer",
+               "-ttl", "1h", "-write", "/tmp/public-proxy-peer")
+    d = tmp_path_factory.mktemp("peer")
+    for name in ("svid.pem", "key.pem"):
+        (d / name).write_text(sh(server, ["cat", f"/tmp/public-proxy-peer/{name}"])[1])
+    return d / "svid.pem", d / "key.pem"
+
+
+# --------------------------------------------------------------------------- deployment
+
+def _vars_file(tmp_path, **extra) -> str:
+    path = tmp_path / f"vars-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps({"theprotocol_public_server_name": SERVER_NAME,
+                                "theprotocol_registry_publish_port": PUBLISH_PORT, **extra}))
+    return "@" + str(path)
+
+
+def _proxy(pki, tmp_path, *args, **extra):
+    base = {"public_proxy_cert_file": str(pki / "fullchain.pem"), "public_proxy_key_file": str(pki / "privkey.pem")}
+    return run_playbook("playbooks/public_proxy.yml", "-l", HOST, "-e", _vars_file(tmp_path, **{**base, **extra}),
+                        *args)
+
+
+@pytest.fixture(scope="module")
+def host(dkr, lab):
+    return dkr.containers.get(lab["hosts"][HOST]["container"])
+
+
+@pytest.fixture(scope="module")
+def proxy(lab, host, pki, tmp_path_factory):
+    """The operator stack on host6 with the registry published on 127.0.0.1, then the public proxy."""
+    tmp = tmp_path_factory.mktemp("public-proxy-vars")
+    started = time.monotonic()
+    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}",
+                           "-e", json.dumps({"operator_stack_registry_publish_port": PUBLISH_PORT}), structured=False)
+    assert rc == 0, out[-6000:]
+    rc, result = _proxy(pki, tmp)
+    assert rc == 0, failure_messages(result) or result
+    print(f"stack + public proxy deployed in {time.monotonic() - started:.0f}s")
+    return {"address": lab["hosts"][HOST]["address"], "tmp": tmp}
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+def _request(proxy, pki, method, path, *, cert=None, headers=None, body=None, port=443, tls=True):
+    """(status, headers, body) of a request to the public nginx, verified against the lab public CA."""
+    if tls:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        if cert:
+            ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+        conn = http.client.HTTPSConnection(proxy["address"], port, context=ctx, timeout=15)
+        # SNI and certificate check against the public server name (the wildcard covers it).
+        conn.sock = ctx.wrap_socket(socket.create_connection((proxy["address"], port), timeout=15),
+                                    server_hostname=SERVER_NAME)
+    else:
+        conn = http.client.HTTPConnection(proxy["address"], port, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers={"Host": SERVER_NAME, **(headers or {})})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, dict(resp.getheaders()), data
+    finally:
+        conn.close()
+
+
+def _json(data):
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"raw": data.decode(errors="replace")}
+
+
+def _registry_log_since(host, since: str) -> str:
+    return sh(host, f"docker logs --since {since} {REGISTRY}-registry 2>&1")[1]
+
+
+def _now_docker(host) -> str:
+    return sh(host, ["date", "-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])[1].strip()
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_served_certificate_is_the_wildcard_and_tls_is_modern(proxy, pki):
+    status, headers, _body = _request(proxy, pki, "GET", "/health")
+    assert status == 200
+    assert headers.get("Strict-Transport-Security", "").startswith("max-age=")
+    for version in ("TLSv1", "TLSv1_1"):
+        version = getattr(ssl.TLSVersion, version)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.minimum_version = ctx.maximum_version = version
+        try:
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+            with socket.create_connection((proxy["address"], 443), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname=SERVER_NAME):
+                    pytest.fail(f"{version.name} was accepted")
+        except (ssl.SSLError, OSError):
+            pass
+
+
+def test_http_redirects_to_https(proxy, pki):
+    status, headers, _body = _request(proxy, pki, "GET", "/health?x=1", port=80, tls=False)
+    assert status == 301
+    assert headers["Location"] == f"https://{SERVER_NAME}/health?x=1"
+
+
+def test_non_federation_paths_work_without_client_certificate(proxy, pki):
+    status, _hdrs, body = _request(proxy, pki, "GET", "/health")
+    assert status == 200 and _json(body)["status"] == "ok", body
+
+
+def test_peer_with_valid_svid_gets_through(proxy, pki, peer_svid):
+    status, _hdrs, body = _request(proxy, pki, "GET", FEDERATION, cert=peer_svid)
+    assert status == 200, body
+    assert _json(body)["peer_spiffe_id"] == "spiffe://example.com/service/registry-peer"
+    status, _hdrs, body = _request(proxy, pki, "POST", "/api/v1/events/", cert=peer_svid,
+                                   headers={"Content-Type": "application/json"},
+                                   body=b'{"event_type":"TokensTransferred"}')
+    assert status == 200 and _json(body)["status"] == "accepted", body
+
+
+def test_no_client_certificate_is_refused_by_the_registry(proxy, pki, host):
+    since = _now_docker(host)
+    status, _hdrs, body = _request(proxy, pki, "GET", FEDERATION)
+    assert status == 401, body
+    assert "client certificate required" in _json(body)["error"]
+    assert wait_for("the registry's denial in its log", lambda: re.search(
+        rf"federation auth denied status=401 reason=no_client_cert path={FEDERATION}",
+        _registry_log_since(host, since)), timeout=20)
+
+
+@pytest.mark.parametrize("path", [FEDERATION, "/api/v1/events/", "/api/v1/cross-teg/transfer"])
+def test_forged_client_cert_header_never_reaches_the_registry(proxy, pki, host, peer_svid, path):
+    # The forged value is a real, valid SVID certificate (certificates are public): if nginx
+    # passed it on, the registry would accept it, as it does when sent to its port directly.
+    forged = urllib.parse.quote(peer_svid[0].read_text())
+    method, body = ("GET", None) if path == FEDERATION else ("POST", b'{"event_type":"TokensTransferred"}')
+    _code, out = sh(host, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
+                           "-H", f"X-SSL-Client-Cert: {forged}", "-H", "Content-Type: application/json",
+                           *(["-d", body.decode()] if body else []), f"http://127.0.0.1:{PUBLISH_PORT}{path}"])
+    assert out == "200", "control: the forged header is accepted when it reaches the registry"
+    since = _now_docker(host)
+    forged_headers = {"X-SSL-Client-Cert": forged, "Content-Type": "application/json"}
+    status, _hdrs, resp = _request(proxy, pki, method, path, headers=forged_headers, body=body)
+    assert status == 401, resp
+    log = wait_for("the registry's denial in its log", lambda: (
+        (text := _registry_log_since(host, since)) and "auth denied" in text and text), timeout=20)
+    # The registry saw no X-SSL-Client-Cert at all: nginx replaced the forged one with the
+    # (empty) certificate of the connection.
+    assert re.search(r"federation auth denied status=401 reason=no_client_cert path=" + re.escape(path), log), log
+    assert f'"{method} {path}" 200' not in log, log
+
+
+def test_plain_locations_drop_a_forged_header_too(proxy, pki, host, peer_svid):
+    """With only the guide's /api/v1/federation/ location, /api/v1/events/ goes through the plain
+    `location /`: a forged X-SSL-Client-Cert must not reach the registry there either."""
+    rc, result = _proxy(pki, proxy["tmp"], public_proxy_federation_locations=["/api/v1/federation/"])
+    assert rc == 0, failure_messages(result)
+    try:
+        forged = urllib.parse.quote(peer_svid[0].read_text())
+        since = _now_docker(host)
+        forged_headers = {"X-SSL-Client-Cert": forged, "Content-Type": "application/json"}
+        status, _hdrs, resp = _request(proxy, pki, "POST", "/api/v1/events/", headers=forged_headers,
+                                       body=b'{"event_type":"TokensTransferred"}')
+        assert status == 401, resp
+        assert wait_for("the registry's denial in its log", lambda: re.search(
+            r"federation auth denied status=401 reason=no_client_cert path=/api/v1/events/",
+            _registry_log_since(host, since)), timeout=20)
+    finally:
+        rc, result = _proxy(pki, proxy["tmp"])
+        assert rc == 0, failure_messages(result)
+
+
+@pytest.mark.parametrize("name,reason", [("selfsigned", "untrusted_chain"), ("other", "wrong_trust_domain")])
+def test_untrusted_client_certificates_pass_nginx_but_are_refused_by_the_registry(proxy, pki, host, name, reason):
+    since = _now_docker(host)
+    status, _hdrs, body = _request(proxy, pki, "GET", FEDERATION, cert=(pki / f"{name}.pem", pki / f"{name}.key"))
+    # 403 from the registry (nginx itself would answer 400/495 for a certificate it refused).
+    assert status == 403, body
+    assert _json(body)["error"] == "client certificate rejected", body
+    assert wait_for("the registry's denial in its log", lambda: re.search(
+        rf"federation auth denied status=403 reason={reason} path={FEDERATION}",
+        _registry_log_since(host, since)), timeout=20)
+
+
+def test_second_run_changes_nothing_and_check_mode_reports_nothing(proxy, pki):
+    for args in ((), ("--check", "--diff")):
+        rc, result = _proxy(pki, proxy["tmp"], *args)
+        assert rc == 0, failure_messages(result)
+        stats = recap(result)[HOST]
+        assert stats["changed"] == 0, (args, [
+            t["task"]["name"] for p in result["plays"] for t in p["tasks"] if t["hosts"].get(HOST, {}).get("changed")])
+
+
+def test_key_file_is_private(proxy, host):
+    out = sh(host, ["stat", "-c", "%a %U", f"/etc/nginx/tls/{SERVER_NAME}/privkey.pem"])[1].split()
+    assert out == ["600", "root"]
+
+
+def _site_state(host):
+    site = sh(host, ["sha256sum", SITE])[1].split()[0]
+    pid = sh(host, ["cat", "/run/nginx.pid"])[1].strip()
+    return site, pid
+
+
+def _assert_refused_and_intact(proxy, pki, host, before, result, *needles):
+    msgs = "\n".join(failure_messages(result))
+    assert "nginx -t refused the new configuration" in msgs, msgs or result
+    assert "running nginx are unchanged" in msgs
+    for needle in needles:
+        assert needle in msgs, msgs
+    assert _site_state(host) == before
+    assert sh(host, ["nginx", "-t", "-q"], check=False)[0] == 0
+    assert _request(proxy, pki, "GET", "/health")[0] == 200
+
+
+def test_broken_configuration_is_refused_by_nginx_t_and_running_config_stays(proxy, pki, host):
+    before = _site_state(host)
+    rc, result = _proxy(pki, proxy["tmp"], public_proxy_extra_directives=["this_is_not_a_directive on;"])
+    assert rc != 0
+    _assert_refused_and_intact(proxy, pki, host, before, result, 'unknown directive "this_is_not_a_directive"')
+
+
+def test_missing_certificate_file_is_refused_by_nginx_t_and_running_config_stays(proxy, pki, host):
+    before = _site_state(host)
+    missing = f"/etc/nginx/tls/{SERVER_NAME}/missing-fullchain.pem"
+    rc, result = _proxy(pki, proxy["tmp"], public_proxy_cert_source="host", public_proxy_host_cert_path=missing,
+                        public_proxy_host_key_path=f"/etc/nginx/tls/{SERVER_NAME}/privkey.pem")
+    assert rc != 0
+    _assert_refused_and_intact(proxy, pki, host, before, result, missing)
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"public_proxy_key_file": "otherkey.pem"}, "the private key does not belong to it"),
+    ({"public_proxy_cert_file": "expired.pem", "public_proxy_key_file": "expired.key"}, "it has expired"),
+    ({"theprotocol_public_server_name": "registry6.example.net"}, "does not cover registry6.example.net"),
+    ({"theprotocol_public_server_name": "a.registry6.lab.example.com"}, "does not cover a.registry6.lab.example.com"),
+    ({"public_proxy_cert_file": "/nonexistent/fullchain.pem"}, "certificate /nonexistent/fullchain.pem"),
+])
+def test_preflight_refuses_bad_certificates_before_any_change(proxy, pki, host, extra, needle):
+    before = _site_state(host)
+    extra = {k: (str(pki / v) if k.endswith("_file") and not v.startswith("/") else v) for k, v in extra.items()}
+    rc, result = _proxy(pki, proxy["tmp"], **extra)
+    assert rc != 0
+    msgs = "\n".join(failure_messages(result))
+    assert needle in msgs, msgs
+    assert recap(result)[HOST]["changed"] == 0
+    assert _site_state(host) == before
