@@ -64,9 +64,9 @@ rm -rf "$DEST"
 mkdir -p "$DEST"
 files=()
 while IFS= read -r -d '' f; do
-    # Skip files deleted in the work tree but still in the index, and the lab (build
-    # tooling outside the collection artifact, see build_ignore; tested by its own tests).
-    if [[ "$f" != lab/* ]] && [[ -e "$f" || -L "$f" ]]; then
+    # Skip files deleted in the work tree but still in the index, and the lab and the
+    # benchmarks (tooling outside the collection artifact, see build_ignore).
+    if [[ "$f" != lab/* && "$f" != benchmarks/* ]] && [[ -e "$f" || -L "$f" ]]; then
         files+=("$f")
     fi
 done < <(git ls-files -z --cached --others --exclude-standard)

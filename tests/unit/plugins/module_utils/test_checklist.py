@@ -230,7 +230,7 @@ def test_minting():
 
 
 def test_passwords_from_a_real_env_file():
-    pg, redis, key = (_secrets.generate_secret() for _ in range(3))
+    pg, redis, key = (_secrets.generate_secret() for dummy in range(3))
     text = 'POSTGRES_USER=registry\nPOSTGRES_PASSWORD=%s\nREDIS_PASSWORD="%s"\nINTERNAL_API_KEY=%s\n' % (pg, redis, key)
     env = _envfile.EnvFile.parse(text)
     values = dict((k, env.value(k)) for k in cl.SECRET_KEYS)
