@@ -532,10 +532,12 @@ def check_mtls_enforced(env_value, container_value, probes, legacy_probe, positi
     ``positive_probe``: a verified client certificate without the header (should not be refused).
     """
     failures, evidence, warnings = [], [], []
-    if registry is not None and not registry.get('running'):
-        # The probes through to the registry cannot tell anything while it does not run.
+    if registry is not None and (not registry.get('running') or registry.get('health') in ('starting', 'unhealthy')):
+        # The probes through to the registry cannot tell anything while it does not serve (a
+        # registry that refuses its configuration starts and exits in a loop).
         legacy_probe = positive_probe = None
-        evidence.append('the registry container is not running: probes through to it skipped')
+        evidence.append('the registry container is not serving (%s): probes through to it skipped'
+                        % (registry.get('health') or 'not running'))
     if env_value != 'true':
         failures.append('.env.operator has EVENTSTORE_MTLS_REQUIRED=%s, not true' % _show(env_value))
     if container_value != 'true':

@@ -225,7 +225,7 @@ class Gatherer:
                 info = dict(exists=True, name=name, status=state.get('Status') or obj.status,
                             running=bool(state.get('Running')) and not state.get('Paused') and not state.get(
                                 'Restarting'),
-                            started_at=state.get('StartedAt'),
+                            started_at=state.get('StartedAt'), health=(state.get('Health') or {}).get('Status'),
                             image_ref=(attrs.get('Config') or {}).get('Image'), image_id=attrs.get('Image'),
                             env=dict((k, env.get(k)) for k in ('MINTING_AUTHORITY', 'EVENTSTORE_MTLS_REQUIRED')),
                             mounts=dict((m.get('Destination'), m.get('Source')) for m in attrs.get('Mounts') or []))

@@ -222,6 +222,16 @@ def test_mtls():
     assert res['status'] == 'warn'
 
 
+@pytest.mark.parametrize('registry', [dict(running=False), dict(running=True, health='starting'),
+                                      dict(running=True, health='unhealthy')])
+def test_mtls_probes_through_a_registry_that_does_not_serve_are_skipped(registry):
+    # A registry refusing its configuration starts and exits in a loop: nginx answers 502 for it.
+    res = cl.check_mtls_enforced('true', 'true', _probes(403), dict(status=502),
+                                 dict(method='GET', path='/x', status=502), registry=registry)
+    assert res['status'] == 'pass', res
+    assert any('probes through to it skipped' in e for e in res['evidence'])
+
+
 def test_minting():
     assert cl.check_minting_disabled('disabled', 'disabled', RUNNING)['status'] == 'pass'
     res = cl.check_minting_disabled('disabled', 'enabled', RUNNING)
