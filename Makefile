@@ -49,10 +49,12 @@ lint: bootstrap collection
 sanity: bootstrap
 	@bash tests/sanity/run.sh
 
-# The inputs tests need a second, never-deployed host.
-integration: LAB_HOSTS := $(if $(filter 1,$(LAB_HOSTS)),2,$(LAB_HOSTS))
+# Integration tests use lab hosts 1-6 (see LAB_HOST_OF_MODULE in tests/integration/conftest.py);
+# modules on different hosts run in parallel.
+INTEGRATION_WORKERS ?= 4
+integration: LAB_HOSTS := 6
 integration: lab-up
-	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA
+	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadgroup
 
 # One Molecule scenario per role, on lab host containers attached to the running lab.
 MOLECULE_SCENARIOS ?= $(notdir $(wildcard molecule/*))

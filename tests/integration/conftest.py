@@ -29,7 +29,11 @@ def lab() -> dict:
     path = STATE / "lab.json"
     if not path.exists():
         pytest.fail("the lab is not up: run 'make lab-up' (make integration does it for you)")
-    return json.loads(path.read_text())
+    facts = json.loads(path.read_text())
+    if len(facts["hosts"]) < LAB_HOSTS_NEEDED:
+        pytest.fail(f"the integration tests need {LAB_HOSTS_NEEDED} lab hosts: run 'make integration' "
+                    f"(or 'make lab-up LAB_HOSTS={LAB_HOSTS_NEEDED}')")
+    return facts
 
 
 @pytest.fixture(scope="session")
@@ -222,3 +226,26 @@ def deployed(lab):
                            "-e", "operator_stack_pull=always", structured=False)
     assert rc == 0, out[-6000:]
     return out
+
+
+# Each test module works on one lab host; modules on different hosts run in parallel
+# (pytest-xdist --dist loadgroup), modules on the same host one after the other.
+LAB_HOST_OF_MODULE = {
+    "test_docker_engine": "host1",
+    "test_lab_spire": "host1",
+    "test_lab_eventstore": "host1",
+    "test_operator_stack": "host1",
+    "test_security_checklist": "host1",
+    "test_operator_onboarding": "host2",
+    "test_operator_stack_inputs": "host2",
+    "test_secret_rotation": "host3",
+    "test_incident_response": "host5",
+    "test_public_proxy": "host6",
+}
+LAB_HOSTS_NEEDED = 6
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group(LAB_HOST_OF_MODULE.get(module, "controller")))
