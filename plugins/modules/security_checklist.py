@@ -69,6 +69,13 @@ options:
     description: The registry SVID must stay valid at least this long.
     type: int
     default: 30
+  served_svid_grace:
+    description:
+      - Seconds to keep probing when the served certificate differs from the one on the volume, so that a rotation
+        caught between the cert-writer's swap and nginx's reload (the nginx image polls every few seconds) is not
+        reported as a missed reload.
+    type: int
+    default: 15
   x509pop_warn_days:
     description: Warn when the x509pop attestation certificate expires within this many days (fail once expired).
     type: int
@@ -416,6 +423,17 @@ def run_checks(module, client):
         elif check_id == 'served_svid_current':
             health = done.get('health') or {}
             res = cl.check_served_svid_current(health.get('peer_der'), health.get('error'), svid_pem, now)
+            # A rotation caught between the cert-writer's swap and nginx's reload (nginx-federation polls
+            # the certs volume every few seconds): probe again for up to served_svid_grace seconds.
+            deadline = time.monotonic() + params['served_svid_grace']
+            while res['status'] == cl.FAIL and res['details'].get('volume_serial') and time.monotonic() < deadline:
+                time.sleep(1)
+                svid_now = probe.read_file(svid_path)
+                again = probe.https_request(host, port, 'GET', '/health', no_cert, timeout)
+                res = cl.check_served_svid_current(again.get('peer_der'), again.get('error'), svid_now, now)
+                if res['status'] == cl.PASS:
+                    res['evidence'].append('caught a rotation in progress: nginx served the new SVID within %d s'
+                                           % params['served_svid_grace'])
         elif check_id == 'eventstore_writes_ok':
             res = cl.check_eventstore_writes_ok(c('registry'), done.get('registry_log', []),
                                                 params['eventstore_window'], now)
@@ -473,6 +491,7 @@ def main():
             federation_port=dict(type='int', default=8443),
             cert_writer_interval=dict(type='int', default=300),
             svid_min_remaining_seconds=dict(type='int', default=30),
+            served_svid_grace=dict(type='int', default=15),
             x509pop_warn_days=dict(type='int', default=30),
             eventstore_window=dict(type='int', default=300),
             checks=dict(type='list', elements='str'),
