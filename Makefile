@@ -8,13 +8,13 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LAB_HOSTS ?= 1
 export LAB_HOSTS
 
-.PHONY: help lab lab-up lab-down lab-status deploy images bootstrap collection test unit lint sanity integration molecule
+.PHONY: help lab lab-up lab-down lab-status deploy verify images bootstrap collection test unit lint sanity integration molecule
 
 help:
-	@echo "make lab         bring the offline lab up and deploy the operator stack on its hosts (site.yml)"
+	@echo "make lab         bring the offline lab up, deploy the operator stack on its hosts, print the checklist"
 	@echo "make test        unit tests, ansible-lint, ansible-test sanity, lab integration tests"
 	@echo "make lab-down    remove the lab (caches are kept)"
-	@echo "other targets:   bootstrap images lab-up deploy lab-status unit lint sanity integration molecule"
+	@echo "other targets:   bootstrap images lab-up deploy verify lab-status unit lint sanity integration molecule"
 
 bootstrap:
 	@bash lab/bootstrap.sh
@@ -31,8 +31,13 @@ lab-up: bootstrap collection
 deploy: collection
 	@$(VENV)/bin/ansible-playbook -i lab/state/inventory.yml playbooks/site.yml
 
+verify: collection
+	@$(VENV)/bin/ansible-playbook -i lab/state/inventory.yml playbooks/verify.yml
+
+# Bring the lab up, deploy the stack on every lab host, print the security checklist.
 lab: lab-up
 	@$(MAKE) -s deploy
+	@$(MAKE) -s verify
 
 lab-down: bootstrap
 	@$(PY) lab/labctl.py down
