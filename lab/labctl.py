@@ -29,6 +29,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 import labpki
 
@@ -53,6 +54,7 @@ MAX_HOSTS = 8
 FRAME = "lab-spire-server"
 EVENTSTORE = "lab-eventstore"
 REGISTRY = "lab-image-registry"
+SMTP_SINK = "lab-smtp-sink"
 
 # name -> extra build inputs (binaries copied into the build context)
 IMAGES = {
@@ -65,6 +67,7 @@ IMAGES = {
     "registry": [],
     "image-registry": [],
     "host": [],
+    "smtp-sink": [],
 }
 # images pushed to the lab registry (what an operator stack pulls)
 STACK_IMAGES = ["spire-agent", "cert-writer", "nginx", "postgres", "redis", "registry"]
@@ -293,7 +296,7 @@ def lab_addresses(subnet: str, hosts: int) -> dict[str, str]:
     if net.num_addresses < 256:
         raise LabError(f"LAB_SUBNET {subnet} is too small: use a /24 or larger")
     base = net.network_address
-    addrs = {FRAME: str(base + 10), EVENTSTORE: str(base + 11), REGISTRY: str(base + 12)}
+    addrs = {FRAME: str(base + 10), EVENTSTORE: str(base + 11), REGISTRY: str(base + 12), SMTP_SINK: str(base + 13)}
     for i in range(1, hosts + 1):
         addrs[f"lab-host{i}"] = str(base + 100 + i)
     return addrs
@@ -353,6 +356,13 @@ plugins {{
 
 EVENTSTORE_CONF = """\
 # EventStore stand-in: requires a client certificate chaining to the SPIRE bundle.
+# Tests make it refuse a registry host (403, like a suspended operator) by writing
+# "<host address> 1;" lines into /etc/eventstore/deny/denied.geo and reloading nginx.
+geo $eventstore_denied {
+    default 0;
+    include /etc/eventstore/deny/denied.geo;
+}
+
 server {
     listen 8443 ssl;
     server_name lab-eventstore;
@@ -376,6 +386,9 @@ server {
             return 403 '{"error":"mTLS client certificate from the federation trust domain required"}';
         }
         if ($request_method != POST) { return 405 '{"error":"POST only"}'; }
+        if ($eventstore_denied) {
+            return 403 '{"error":"operator suspended by the EventStore"}';
+        }
         return 201 '{"accepted":true}';
     }
 
@@ -395,6 +408,34 @@ def _write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     tmp.chmod(mode)
     os.replace(tmp, path)
+
+
+# The lab SMTP sink (incident_response escalation mails); lab-only credentials.
+SMTP_SINK_PORT = 2525
+SMTP_SINK_USER = "incident"
+SMTP_SINK_PASSWORD = "lab-smtp-sink-password"
+
+
+def ensure_smtp_sink(client, subnet: str, image_id: str | None = None) -> dict:
+    """lab-smtp-sink at base + 13: STARTTLS (required) with a certificate from the lab TLS CA,
+    AUTH with the lab credentials, each message stored under /var/spool/smtp-sink."""
+    if image_id is None:
+        image_id = build_images(client, ["smtp-sink"])["smtp-sink"]
+    ip = lab_addresses(subnet, 1)[SMTP_SINK]
+    pki_dir, tls_dir = STATE / "pki", STATE / "smtp-sink"
+    ca_cert, ca_key = labpki.load_cert(pki_dir / "tls-ca.crt"), labpki.load_key(pki_dir / "tls-ca.key")
+    crt = tls_dir / "server.crt"
+    if labpki.needs_renewal(crt, 30 * 86400) or labpki.load_cert(crt).issuer != ca_cert.subject:
+        cert, key = labpki.issue_server(ca_cert, ca_key, [SMTP_SINK], [ip])
+        _write(tls_dir / "server.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()), 0o600)
+        _write(crt, cert.public_bytes(serialization.Encoding.PEM))
+    ensure_container(client, SMTP_SINK, image_ref("smtp-sink"), ip, image_id=image_id + _tree_hash([tls_dir])[:16],
+                     binds=[f"{tls_dir}:/etc/smtp-sink/tls:ro"],
+                     environment={"SMTP_SINK_USER": SMTP_SINK_USER, "SMTP_SINK_PASSWORD": SMTP_SINK_PASSWORD})
+    wait_healthy(client, SMTP_SINK, 60)
+    return {"container": SMTP_SINK, "address": ip, "port": SMTP_SINK_PORT, "user": SMTP_SINK_USER,
+            "password": SMTP_SINK_PASSWORD, "spool": "/var/spool/smtp-sink", "ca_cert": str(pki_dir / "tls-ca.crt")}
 
 
 def parse_hosts(value: str | None) -> int:
@@ -446,11 +487,14 @@ def up(hosts: int, subnet: str, registry_port: int) -> dict:
         _write(es_dir / "tls" / "bundle.pem", bundle)
         exec_ok(server, ["rm", "-rf", "/tmp/eventstore-mint"], "cleanup")
     _write(es_dir / "eventstore.conf", EVENTSTORE_CONF)
+    (es_dir / "deny").mkdir(exist_ok=True)
+    if not (es_dir / "deny" / "denied.geo").exists():
+        _write(es_dir / "deny" / "denied.geo", "# <registry host address> 1;  (one line per refused host)\n")
     es_inputs = _tree_hash([es_dir])[:16]
     ensure_container(
         client, EVENTSTORE, image_ref("nginx"), addrs[EVENTSTORE], image_id=ids["nginx"] + es_inputs,
         binds=[f"{es_dir / 'eventstore.conf'}:/etc/nginx/conf.d/eventstore.conf:ro",
-               f"{es_dir / 'tls'}:/etc/eventstore/tls:ro"],
+               f"{es_dir / 'tls'}:/etc/eventstore/tls:ro", f"{es_dir / 'deny'}:/etc/eventstore/deny:ro"],
     )
 
     # Image registry with the lab images the operator stack pulls.
@@ -465,6 +509,7 @@ def up(hosts: int, subnet: str, registry_port: int) -> dict:
     )
     wait_healthy(client, EVENTSTORE, 60)
     push_images(client, registry_port)
+    smtp_sink = ensure_smtp_sink(client, subnet, ids["smtp-sink"])
 
     # Hosts: systemd containers that behave like VMs.
     want_hosts = {f"lab-host{i}" for i in range(1, hosts + 1)}
@@ -497,6 +542,7 @@ def up(hosts: int, subnet: str, registry_port: int) -> dict:
         "bundle": str(frame_dir / "bundle.pem"),
         "frame_ca_cert": str(pki["frame_ca_cert"]), "frame_ca_key": str(pki["frame_ca_key"]),
         "tls_ca_cert": str(pki["tls_ca_cert"]),
+        "smtp_sink": smtp_sink,
         "hosts": {f"host{i}": {"container": f"lab-host{i}", "address": addrs[f"lab-host{i}"],
                                "x509pop_cert": str(pki["hosts"][f"host{i}"]["cert"]),
                                "x509pop_key": str(pki["hosts"][f"host{i}"]["key"])}

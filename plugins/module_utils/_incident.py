@@ -1,0 +1,520 @@
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Incident evidence and classification for the guide's "Security Incident Response".
+
+Pure functions; no Ansible and no Docker imports.  The module ``incident_evidence``
+gathers raw facts (container state, logs, certificate files, a TLS probe) and hands
+them to :func:`classify`, which decides what kind of incident it is and which of
+the guide's steps apply:
+
+* ``revoked``            the parent frame banned the agent or refuses its attestation;
+* ``x509pop_expired``    the x509pop attestation certificate has expired;
+* ``server_unreachable`` the agent cannot reach the parent frame's SPIRE server;
+* ``local_fault``        a local component is down or stale (restarts fix it);
+* ``healthy``            nothing to do.
+
+Revocation, an expired attestation certificate and an unreachable server are not
+fixed by restarts: the plan for them is escalation only.
+
+:class:`Redactor` removes every secret value of ``.env.operator`` and env-like
+assignments from anything collected, so evidence can leave the host.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import traceback
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
+
+CRYPTOGRAPHY_IMP_ERR = None
+try:
+    from cryptography import x509
+except ImportError:
+    CRYPTOGRAPHY_IMP_ERR = traceback.format_exc()
+    HAS_ANY_CRYPTOGRAPHY = False
+else:
+    HAS_ANY_CRYPTOGRAPHY = True
+CRYPTOGRAPHY_MISSING_MSG = ('The Python library cryptography is required on the registry host to read the SVID and '
+                            'x509pop certificates (Debian: python3-cryptography).')
+
+REDACTED = '<redacted>'
+
+SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
+
+# Keys of .env.operator whose values are public facts of the stack (the operator guide's
+# identity and settings); every other value is treated as a secret.
+PUBLIC_ENV_KEYS = frozenset((
+    'OPERATOR_NAME', 'REGISTRY_NAME', 'REGISTRY_DID', 'TRUST_DOMAIN', 'POSTGRES_USER', 'POSTGRES_DB',
+    'EVENTSTORE_URL', 'EVENT_INTERVAL', 'CERT_WRITER_INTERVAL', 'FEDERATION_PORT', 'MINTING_AUTHORITY',
+    'EVENTSTORE_MTLS_REQUIRED',
+))
+# A secret shorter than this is not replaced inside text (it would shred the evidence);
+# it is still never collected on its own.
+MIN_SUBSTITUTION_LENGTH = 4
+
+CATEGORIES = ('revoked', 'x509pop_expired', 'server_unreachable', 'local_fault', 'healthy')
+FAULTS = ('spire_agent', 'cert_writer', 'nginx_federation')
+
+GUIDE_ESCALATION = ('Operator guide, Security Incident Response, Step 3: escalate to the operator of your parent '
+                    'frame (security@example.com) with the container logs, your operator name, your registry DID '
+                    'and the timestamp of the issue.')
+
+_SECRET_NAME = r'[A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_KEY|APIKEY|PRIVATE_KEY|CREDENTIALS?|' \
+               r'LICENSE_KEY|INTERNAL_KEY|AUTH)[A-Za-z0-9_.-]*'
+_ENV_LINE_RE = re.compile(r'^(\s*(?:export\s+)?[A-Z][A-Z0-9_]{2,}\s*=).*$', re.M)
+_SECRET_ASSIGN_RE = re.compile(r'(\b%s\b["\']?\s*(?:=|:)\s*)("[^"]*"|\'[^\']*\'|[^\s,;&]+)' % _SECRET_NAME, re.I)
+_SECRET_HEADER_RE = re.compile(r'((?:Authorization|X-Internal-Key|X-Federation-License|X-Api-Key)\s*:\s*)([^\r\n]+)',
+                               re.I)
+_URL_USERINFO_RE = re.compile(r'([a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@', re.I)
+_PRIVATE_KEY_RE = re.compile(r'-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)', re.S)
+
+_DOCKER_TS_RE = re.compile(r'^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})\s?(.*)$')
+_AUTH_FAILURE_RE = re.compile(r'401|403|unauthori[sz]ed', re.I)
+
+# What the SPIRE agent (v1.13) logs; the latest matching line of its log decides.
+AGENT_SIGNALS = (
+    ('banned', re.compile(r'agent is banned|banned agent|has been banned', re.I)),
+    ('x509pop_expired', re.compile(r'certificate has expired|certificate is expired|expired or is not yet valid', re.I)),
+    ('unreachable', re.compile(
+        r'connection refused|no route to host|i/o timeout|network is unreachable|no such host|'
+        r'code = Unavailable|Error while dialing|context deadline exceeded|connection reset', re.I)),
+    ('attestation_refused', re.compile(
+        r'(?:attest|attestation)[^\n]*(?:PermissionDenied|permission denied|not authorized|unauthenticated|'
+        r'refused|rejected|no such node|agent is not attested)', re.I)),
+    ('ok', re.compile(r'Node attestation was successful|Starting Workload and SDS APIs|'
+                      r'Renewing X509-SVID|Creating X509-SVID|Successfully rotated agent SVID|X509-SVID (?:was )?renewed',
+                      re.I)),
+)
+_CW_FETCHED_RE = re.compile(r'fetched SVID spiffe_id=(\S+) serial=([0-9a-fA-F]+) not_after=(\S+)')
+_CW_FAILED_RE = re.compile(r'fetch failed: (.*)$')
+_NO_IDENTITY_RE = re.compile(r'no identity issued|PermissionDenied|permission denied', re.I)
+
+
+class IncidentError(Exception):
+    """Unusable input; the message never holds a secret value."""
+
+
+# --------------------------------------------------------------------------- time
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _utc(value):
+    if value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc)
+
+
+def isoformat(value):
+    """ISO-8601 UTC with a 'Z' suffix and millisecond precision; None stays None."""
+    if value is None:
+        return None
+    value = _utc(value)
+    return value.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (value.microsecond // 1000)
+
+
+def parse_timestamp(text):
+    """An aware UTC datetime from Docker's RFC 3339 timestamps (nanoseconds allowed); None if unusable."""
+    if not text or not isinstance(text, str) or text.startswith('0001-01-01'):
+        return None
+    match = _DOCKER_TS_RE.match(text.strip())
+    if not match:
+        return None
+    base, fraction, zone, dummy = match.groups()
+    micro = int((fraction or '0')[:6].ljust(6, '0'))
+    try:
+        value = datetime.datetime.strptime(base, '%Y-%m-%dT%H:%M:%S').replace(microsecond=micro)
+    except ValueError:
+        return None
+    if zone == 'Z':
+        return value.replace(tzinfo=datetime.timezone.utc)
+    sign = 1 if zone[0] == '+' else -1
+    offset = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return (value - sign * offset).replace(tzinfo=datetime.timezone.utc)
+
+
+# --------------------------------------------------------------------------- redaction
+
+def secret_values(envfile, public_keys=PUBLIC_ENV_KEYS):
+    """Every value of a parsed ``.env.operator`` (an ``_envfile.EnvFile``) except the public ones."""
+    values = []
+    for key in envfile.keys():
+        if key in public_keys:
+            continue
+        value = envfile.value(key)
+        if value:
+            values.append(value)
+    return values
+
+
+class Redactor:
+    """Removes secret values and env-like assignments from text and nested data."""
+
+    def __init__(self, secrets=()):
+        values = set(v for v in secrets if isinstance(v, str) and len(v) >= MIN_SUBSTITUTION_LENGTH)
+        # Longest first, so that a secret containing another is removed whole.
+        self._values = sorted(values, key=len, reverse=True)
+
+    def text(self, value, env_lines=True):
+        """``value`` without secrets; ``env_lines`` also blanks whole ``KEY=value`` lines (log text)."""
+        if not isinstance(value, str) or not value:
+            return value
+        for secret in self._values:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        value = _PRIVATE_KEY_RE.sub('<redacted private key>', value)
+        if env_lines:
+            value = _ENV_LINE_RE.sub(r'\1' + REDACTED, value)
+        value = _SECRET_ASSIGN_RE.sub(r'\1' + REDACTED, value)
+        value = _SECRET_HEADER_RE.sub(r'\1' + REDACTED, value)
+        value = _URL_USERINFO_RE.sub(r'\1:' + REDACTED + '@', value)
+        return value
+
+    def data(self, value):
+        if isinstance(value, str):
+            return self.text(value, env_lines=False)
+        if isinstance(value, dict):
+            return dict((self.text(k, env_lines=False) if isinstance(k, str) else k, self.data(v))
+                        for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return [self.data(v) for v in value]
+        return value
+
+    def leaks(self, text):
+        """The number of secret values still found in ``text`` (for self-checks; never the values)."""
+        return sum(1 for secret in self._values if secret in (text or ''))
+
+
+# --------------------------------------------------------------------------- logs
+
+def split_log(raw, redactor=None):
+    """Docker log output with timestamps (``docker logs -t``) as ``[{'ts', 'line'}]``, redacted."""
+    if isinstance(raw, bytes):
+        raw = raw.decode('utf-8', errors='replace')
+    redactor = redactor or Redactor()
+    out = []
+    for text in (raw or '').splitlines():
+        if not text.strip():
+            continue
+        match = _DOCKER_TS_RE.match(text)
+        if match:
+            stamp = parse_timestamp(text.split(' ', 1)[0])
+            line = match.group(4)
+        else:
+            stamp, line = None, text
+        out.append({'ts': isoformat(stamp), 'line': redactor.text(line.rstrip('\r'))})
+    return out
+
+
+def auth_failures(lines, limit=20):
+    """The guide's ``grep -i "401\\|403\\|unauthorized" | tail -20`` on split log lines."""
+    return [entry for entry in lines if _AUTH_FAILURE_RE.search(entry['line'])][-limit:] if limit > 0 else []
+
+
+def agent_signal(lines):
+    """The latest line of the agent log that tells its state: ``{'signal', 'ts', 'line'}`` or None."""
+    for entry in reversed(lines):
+        for name, pattern in AGENT_SIGNALS:
+            if pattern.search(entry['line']):
+                return {'signal': name, 'ts': entry['ts'], 'line': entry['line']}
+    return None
+
+
+def cert_writer_state(lines):
+    """Last successful fetch and whether the fetches since then failed (and why)."""
+    last_fetch = None
+    failures_after = []
+    for entry in lines:
+        if _CW_FETCHED_RE.search(entry['line']):
+            last_fetch = entry
+            failures_after = []
+            continue
+        match = _CW_FAILED_RE.search(entry['line'])
+        if match:
+            failures_after.append(entry)
+    return {
+        'last_fetch_at': last_fetch['ts'] if last_fetch else None,
+        'failures_since_last_fetch': len(failures_after),
+        'last_failure': failures_after[-1] if failures_after else None,
+        'no_identity': any(_NO_IDENTITY_RE.search(e['line']) for e in failures_after),
+    }
+
+
+# --------------------------------------------------------------------------- containers
+
+def container_facts(attrs, image_attrs=None):
+    """Public facts of a container from ``docker inspect`` data (never its environment)."""
+    if not attrs:
+        return {'exists': False, 'status': 'missing', 'running': False, 'health': None}
+    state = attrs.get('State') or {}
+    health = (state.get('Health') or {}).get('Status')
+    image_attrs = image_attrs or {}
+    return {
+        'exists': True,
+        'name': (attrs.get('Name') or '').lstrip('/'),
+        'id': (attrs.get('Id') or '')[:12],
+        'status': state.get('Status'),
+        'running': bool(state.get('Running')),
+        'restarting': bool(state.get('Restarting')),
+        'health': health,
+        'exit_code': state.get('ExitCode'),
+        'oom_killed': bool(state.get('OOMKilled')),
+        'error': state.get('Error') or '',
+        'started_at': isoformat(parse_timestamp(state.get('StartedAt'))),
+        'finished_at': isoformat(parse_timestamp(state.get('FinishedAt'))),
+        'restart_count': attrs.get('RestartCount', 0),
+        'image': (attrs.get('Config') or {}).get('Image'),
+        'image_id': attrs.get('Image'),
+        'image_digests': list(image_attrs.get('RepoDigests') or []),
+        'image_created': image_attrs.get('Created'),
+    }
+
+
+def container_ok(facts):
+    """Running, and healthy when it has a healthcheck (a starting healthcheck counts as not yet ok)."""
+    return bool(facts and facts.get('running') and not facts.get('restarting')
+                and facts.get('health') in (None, 'healthy'))
+
+
+# --------------------------------------------------------------------------- certificates
+
+def load_certs(data, what):
+    """PEM certificates in ``data``; cryptography 38 (Debian 12) and newer."""
+    if not HAS_ANY_CRYPTOGRAPHY:
+        raise x509u.X509Error(CRYPTOGRAPHY_MISSING_MSG)
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    blocks = re.findall(rb'-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----', data or b'', re.S)
+    if not blocks:
+        raise x509u.X509Error('The %s contains no PEM certificate.' % what)
+    try:
+        return [x509.load_pem_x509_certificate(block) for block in blocks]
+    except ValueError as exc:
+        raise x509u.X509Error('The %s holds a PEM certificate that cannot be parsed (%s).' % (what, exc))
+
+
+def svid_state(svid_pem, expected_spiffe_id, written_at, interval, now, error=None):
+    """State of the SVID files on the certs volume (public facts only; the key is never read).
+
+    ``written_at`` is when cert-writer switched ``..data`` to the current set. The SVID is
+    stale when it has expired, or when no set was written for two fetch intervals plus
+    a minute (cert-writer writes every interval, the guide's 300 s).
+    """
+    out = {'present': False, 'error': error, 'spiffe_id': None, 'spiffe_id_matches': None, 'not_before': None,
+           'not_after': None, 'remaining_seconds': None, 'expired': None, 'written_at': isoformat(written_at),
+           'age_seconds': None, 'stale': True, 'sha256_fingerprint': None, 'serial': None}
+    if svid_pem is None:
+        out['error'] = error or 'svid.pem is missing on the certs volume'
+        return out
+    try:
+        leaf = load_certs(svid_pem, 'SVID file')[0]
+    except x509u.X509Error as exc:
+        out['error'] = str(exc)
+        return out
+    ids = x509u.spiffe_ids(leaf)
+    remaining = x509u.remaining_seconds(leaf, now)
+    age = int((now - written_at).total_seconds()) if written_at else None
+    expired = x509u.is_expired(leaf, now)
+    out.update({
+        'present': True,
+        'spiffe_id': ids[0] if len(ids) == 1 else None,
+        'spiffe_id_matches': (ids == [expected_spiffe_id]) if expected_spiffe_id else None,
+        'not_before': x509u.isoformat(x509u.not_valid_before(leaf)),
+        'not_after': x509u.isoformat(x509u.not_valid_after(leaf)),
+        'remaining_seconds': remaining,
+        'expired': expired,
+        'age_seconds': age,
+        'stale': bool(expired or age is None or age > 2 * interval + 60),
+        'sha256_fingerprint': x509u.sha256_fingerprint(leaf),
+        'serial': format(leaf.serial_number, 'x'),
+    })
+    return out
+
+
+def x509pop_state(cert_pem, trust_domain, now):
+    """Facts of the x509pop attestation certificate (public half only)."""
+    if cert_pem is None:
+        return {'present': False, 'error': 'x509pop.crt is missing in the stack directory'}
+    try:
+        cert = load_certs(cert_pem, 'x509pop attestation certificate')[0]
+    except x509u.X509Error as exc:
+        return {'present': False, 'error': str(exc)}
+    return {
+        'present': True,
+        'error': None,
+        'subject': cert.subject.rfc4514_string(),
+        'not_before': x509u.isoformat(x509u.not_valid_before(cert)),
+        'not_after': x509u.isoformat(x509u.not_valid_after(cert)),
+        'remaining_seconds': x509u.remaining_seconds(cert, now),
+        'expired': x509u.is_expired(cert, now),
+        'agent_spiffe_id': x509u.x509pop_agent_spiffe_id(trust_domain, cert),
+    }
+
+
+def served_state(served_der, svid, error=None):
+    """Whether nginx-federation serves the SVID that is on the certs volume."""
+    if served_der is None:
+        return {'reachable': False, 'error': error, 'sha256_fingerprint': None, 'matches_svid': None}
+    if not HAS_ANY_CRYPTOGRAPHY:
+        return {'reachable': True, 'error': CRYPTOGRAPHY_MISSING_MSG, 'sha256_fingerprint': None, 'matches_svid': None}
+    try:
+        cert = x509.load_der_x509_certificate(served_der)
+    except ValueError as exc:
+        return {'reachable': True, 'error': 'the served certificate cannot be parsed (%s)' % exc,
+                'sha256_fingerprint': None, 'matches_svid': False}
+    fingerprint = x509u.sha256_fingerprint(cert)
+    return {
+        'reachable': True,
+        'error': None,
+        'sha256_fingerprint': fingerprint,
+        'not_after': x509u.isoformat(x509u.not_valid_after(cert)),
+        'matches_svid': (fingerprint == svid.get('sha256_fingerprint')) if svid.get('present') else None,
+    }
+
+
+# --------------------------------------------------------------------------- classification
+
+def _plan(faults):
+    steps = []
+    if 'spire_agent' in faults:
+        steps += ['restart spire-agent', 'wait from the agent restart', 'restart cert-writer']
+    elif 'cert_writer' in faults:
+        steps.append('restart cert-writer')
+    if 'nginx_federation' in faults:
+        steps.append('restart nginx-federation')
+    return steps + ['verify']
+
+
+def classify(evidence):
+    """Decide the incident category and the guide's steps from collected ``evidence``.
+
+    ``evidence`` keys: ``containers`` (service -> :func:`container_facts`),
+    ``agent_healthcheck`` ({'rc', 'output'} or None), ``agent_signal`` (:func:`agent_signal`),
+    ``cert_writer`` (:func:`cert_writer_state`), ``svid`` (:func:`svid_state`),
+    ``served`` (:func:`served_state`), ``x509pop`` (:func:`x509pop_state`),
+    ``server_reachable`` (bool or None).
+    """
+    containers = evidence.get('containers') or {}
+    agent = containers.get('spire-agent') or {}
+    writer = containers.get('cert-writer') or {}
+    nginx = containers.get('nginx-federation') or {}
+    health = evidence.get('agent_healthcheck') or {}
+    signal = evidence.get('agent_signal') or {}
+    writer_log = evidence.get('cert_writer') or {}
+    svid = evidence.get('svid') or {}
+    served = evidence.get('served') or {}
+    pop = evidence.get('x509pop') or {}
+    reasons = []
+
+    agent_says_healthy = health.get('rc') == 0 and 'Agent is healthy.' in (health.get('output') or '')
+    # The healthcheck answer now is authoritative; Docker's health status lags behind it.
+    agent_running = bool(agent.get('running') and not agent.get('restarting'))
+    agent_ok = agent_running and agent_says_healthy
+    identity_ok = bool(svid.get('present') and not svid.get('stale') and svid.get('spiffe_id_matches') is not False)
+    # A cert-writer whose Docker healthcheck has not run yet is fine once it wrote a set after its start.
+    written_since_start = bool(svid.get('written_at') and writer.get('started_at')
+                               and svid['written_at'] >= writer['started_at'])
+    writer_ok = container_ok(writer) or bool(
+        writer.get('running') and not writer.get('restarting') and writer.get('health') == 'starting'
+        and identity_ok and written_since_start)
+
+    def result(category, faults=(), extra=None):
+        faults = [f for f in FAULTS if f in faults]
+        escalate = category in ('revoked', 'x509pop_expired', 'server_unreachable')
+        if category == 'healthy':
+            summary = 'Healthy: agent healthy, fresh SVID on the certs volume, nginx-federation serving it. Nothing to do.'
+            actions = []
+        elif category == 'local_fault':
+            summary = 'Local fault (%s): the guide\'s Step 2 applies: %s.' % (', '.join(faults), ', '.join(_plan(faults)))
+            actions = _plan(faults)
+        else:
+            summary = {
+                'revoked': 'The parent frame banned this agent or refuses its attestation: restarts cannot fix it. '
+                           'Contact the operator of your parent frame (the guide: attestation revoked).',
+                'x509pop_expired': 'The x509pop attestation certificate expired at %s: the agent cannot attest again '
+                                   'until the parent frame issues a new one. Restarts cannot fix it.'
+                                   % pop.get('not_after'),
+                'server_unreachable': 'The SPIRE agent cannot reach the parent frame\'s SPIRE server: restarts of the '
+                                      'stack cannot fix it. Check the network path, then contact the parent frame.',
+            }[category]
+            actions = ['escalate']
+        out = {'category': category, 'faults': faults, 'actions': actions, 'escalate': escalate,
+               'restart': category == 'local_fault', 'summary': summary, 'reasons': reasons,
+               'guide': GUIDE_ESCALATION if escalate else ''}
+        out.update(extra or {})
+        return out
+
+    usable = agent_ok and identity_ok
+    # 1. Ban: the agent's latest word, whatever its container state.
+    if signal.get('signal') == 'banned' and not usable:
+        reasons.append('spire-agent log at %s: %s' % (signal.get('ts'), signal.get('line')))
+        return result('revoked')
+    # 2. Expired attestation certificate (from the file itself, or the agent's log).
+    if pop.get('expired') or (signal.get('signal') == 'x509pop_expired' and not usable):
+        if pop.get('expired'):
+            reasons.append('x509pop.crt expired at %s (agent %s)' % (pop.get('not_after'), pop.get('agent_spiffe_id')))
+        if signal.get('signal') == 'x509pop_expired':
+            reasons.append('spire-agent log at %s: %s' % (signal.get('ts'), signal.get('line')))
+        return result('x509pop_expired')
+    # Attestation refused for another reason (revoked attestation).
+    if signal.get('signal') == 'attestation_refused' and not usable:
+        reasons.append('spire-agent log at %s: %s' % (signal.get('ts'), signal.get('line')))
+        return result('revoked')
+    # 3. Server unreachable (and the agent has no usable identity because of it).
+    unreachable = signal.get('signal') == 'unreachable' or evidence.get('server_reachable') is False
+    if unreachable and not usable:
+        if evidence.get('server_reachable') is False:
+            reasons.append('the SPIRE server %s does not accept TCP connections from this host'
+                           % evidence.get('server_endpoint'))
+        if signal.get('signal') == 'unreachable':
+            reasons.append('spire-agent log at %s: %s' % (signal.get('ts'), signal.get('line')))
+        if evidence.get('server_reachable') is False or not agent_ok:
+            return result('server_unreachable')
+
+    # 4. Local faults.
+    faults = set()
+    if not agent.get('exists', True) or not agent_running:
+        faults.add('spire_agent')
+        reasons.append('spire-agent container %s (health %s, exit code %s)'
+                       % (agent.get('status'), agent.get('health'), agent.get('exit_code')))
+    elif not agent_says_healthy:
+        faults.add('spire_agent')
+        reasons.append('spire-agent healthcheck: %s' % ((health.get('output') or '').strip() or 'no answer'))
+    if not writer_ok:
+        faults.add('cert_writer')
+        reasons.append('cert-writer container %s (health %s, exit code %s)'
+                       % (writer.get('status'), writer.get('health'), writer.get('exit_code')))
+    if not identity_ok:
+        if svid.get('error'):
+            reasons.append('SVID: %s' % svid['error'])
+        elif svid.get('spiffe_id_matches') is False:
+            reasons.append('SVID carries %s, not the registry SPIFFE ID' % svid.get('spiffe_id'))
+        else:
+            reasons.append('SVID stale: written %s (%s s ago), not after %s'
+                           % (svid.get('written_at'), svid.get('age_seconds'), svid.get('not_after')))
+        if writer_log.get('no_identity') or (agent_says_healthy and writer_log.get('failures_since_last_fetch')):
+            # Healthy agent without an identity for the registry (the healthcheck does not tell).
+            faults.add('spire_agent')
+            last = writer_log.get('last_failure') or {}
+            reasons.append('cert-writer fetches fail (%s since the last good one), last: %s'
+                           % (writer_log.get('failures_since_last_fetch'), last.get('line')))
+        elif 'spire_agent' not in faults:
+            faults.add('cert_writer')
+    if not container_ok(nginx):
+        faults.add('nginx_federation')
+        reasons.append('nginx-federation container %s (health %s)' % (nginx.get('status'), nginx.get('health')))
+    elif served.get('matches_svid') is False and identity_ok:
+        faults.add('nginx_federation')
+        reasons.append('nginx-federation serves certificate %s, not the SVID on the certs volume (%s)'
+                       % (served.get('sha256_fingerprint'), svid.get('sha256_fingerprint')))
+    elif served.get('reachable') is False:
+        faults.add('nginx_federation')
+        reasons.append('nginx-federation does not answer TLS: %s' % served.get('error'))
+    if faults:
+        return result('local_fault', faults)
+    return result('healthy')

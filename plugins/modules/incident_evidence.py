@@ -1,0 +1,454 @@
+#!/usr/bin/python
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+DOCUMENTATION = r"""
+module: incident_evidence
+short_description: Collect redacted incident evidence from an operator stack and classify the incident
+version_added: 0.1.0
+description:
+  - Step 1 (Identify) of the operator guide's Security Incident Response, on the registry host, with timestamps
+    on every line. Collects the last O(log_lines) lines of the C(cert-writer) and C(nginx-federation) logs, the
+    registry's last O(auth_failure_lines) lines matching C(401|403|unauthorized), the last O(agent_log_lines) lines
+    of the C(spire-agent) log, the answer of C(spire-agent healthcheck), the state, start time and image digests of
+    every container of the stack, the SVID on the certs volume, the certificate that nginx-federation serves and the
+    x509pop attestation certificate.
+  - Classifies the incident (RV(classification.category)) before anything acts on it. V(revoked) (the agent is banned
+    or its attestation is refused), V(x509pop_expired) and V(server_unreachable) are not fixed by restarts and call for
+    escalation to the parent frame. V(local_fault) lists the faulty components in RV(classification.faults) and the
+    guide's Step 2 actions in RV(classification.actions). V(healthy) means there is nothing to do.
+  - Never collects a secret. The SVID key and the x509pop key are never read, container environments are not
+    collected, every value of the env file (except public settings such as C(OPERATOR_NAME) and C(REGISTRY_DID)) is
+    removed from every collected line, env-like assignments of secret-looking names, C(Authorization)-like headers, URL
+    passwords and PEM private keys are redacted, and the secret values are registered with Ansible's output masking.
+  - Uses the Docker SDK for Python; no shell commands.
+author:
+  - TheProtocol operator collection contributors (!UNKNOWN)
+extends_documentation_fragment:
+  - theprotocol.operator._attributes
+  - theprotocol.operator._attributes.info_module
+requirements:
+  - Docker SDK for Python (Debian python3-docker) on the registry host
+  - cryptography (Debian python3-cryptography) on the registry host
+options:
+  registry_name:
+    description: Registry name; the compose project and the container prefix C(<registry_name>-<service>).
+    type: str
+    required: true
+  operator_name:
+    description: Operator name; the registry SPIFFE ID is C(spiffe://<trust_domain>/service/registry-<operator_name>).
+    type: str
+    required: true
+  trust_domain:
+    description: SPIFFE trust domain.
+    type: str
+    default: example.com
+  stack_dir:
+    description: Stack directory. Defaults to C(/opt/theprotocol/<registry_name>).
+    type: path
+  env_file:
+    description: Env file name in O(stack_dir); its secret values are redacted from everything collected.
+    type: str
+    default: .env.operator
+  certs_volume:
+    description: Docker volume that cert-writer writes to. Defaults to C(<registry_name>_certs).
+    type: str
+  federation_host:
+    description: Where to reach nginx-federation from the registry host.
+    type: str
+    default: localhost
+  federation_port:
+    description: Published port of nginx-federation.
+    type: int
+    default: 8443
+  cert_writer_interval:
+    description: The cert-writer fetch interval in seconds. The SVID is stale when no set was written for twice this
+      plus a minute.
+    type: int
+    default: 300
+  log_lines:
+    description: Lines of the cert-writer and nginx-federation logs (the guide's C(--tail 50)).
+    type: int
+    default: 50
+  auth_failure_lines:
+    description: Registry log lines matching C(401|403|unauthorized) to keep (the guide's C(tail -20)).
+    type: int
+    default: 20
+  registry_scan_lines:
+    description: How many of the latest registry log lines are searched for authentication failures.
+    type: int
+    default: 5000
+  agent_log_lines:
+    description: Lines of the spire-agent log.
+    type: int
+    default: 200
+  timeout:
+    description: Timeout in seconds of every Docker call and network probe.
+    type: float
+    default: 10
+  docker_host:
+    description: Docker daemon URL.
+    type: str
+    default: unix:///var/run/docker.sock
+notes:
+  - Run with become (root) on the registry host; the module reads the stack directory and the certs volume.
+  - Timestamps are ISO-8601 UTC with milliseconds, for example V(2026-06-04T12:00:00.000Z).
+seealso:
+  - module: theprotocol.operator.svid_info
+"""
+
+EXAMPLES = r"""
+- name: Identify (the guide's Step 1) and classify
+  theprotocol.operator.incident_evidence:
+    registry_name: acme-registry
+    operator_name: acme
+  become: true
+  register: evidence
+
+- name: Show the classification
+  ansible.builtin.debug:
+    msg: "{{ evidence.classification.category }}: {{ evidence.classification.summary }}"
+"""
+
+RETURN = r"""
+collected_at:
+  description: When the collection started.
+  returned: success
+  type: str
+  sample: '2026-06-04T12:00:00.000Z'
+classification:
+  description: What kind of incident this is and what the guide says to do.
+  returned: success
+  type: dict
+  contains:
+    category:
+      description: V(revoked), V(x509pop_expired), V(server_unreachable), V(local_fault) or V(healthy).
+      type: str
+    faults:
+      description: Faulty components of a V(local_fault) (V(spire_agent), V(cert_writer), V(nginx_federation)).
+      type: list
+      elements: str
+    actions:
+      description: The planned steps, in order.
+      type: list
+      elements: str
+    restart:
+      description: Whether restarts apply (only for V(local_fault)).
+      type: bool
+    escalate:
+      description: Whether this goes straight to escalation.
+      type: bool
+    summary:
+      description: One sentence for the operator.
+      type: str
+    reasons:
+      description: The evidence the decision rests on.
+      type: list
+      elements: str
+    guide:
+      description: The guide's escalation instruction when RV(classification.escalate) is true.
+      type: str
+containers:
+  description: Per service, public container facts (status, health, exit code, start and finish times, restart count,
+    image, image id and digests). Never the environment.
+  returned: success
+  type: dict
+logs:
+  description: Per service (V(cert-writer), V(nginx-federation), V(spire-agent)), redacted log lines C({ts, line}).
+  returned: success
+  type: dict
+auth_failures:
+  description: The registry's last 401/403/unauthorized lines, redacted, C({ts, line}).
+  returned: success
+  type: list
+  elements: dict
+agent_healthcheck:
+  description: C(rc) and C(output) of C(spire-agent healthcheck); V(null) when the agent is not running.
+  returned: success
+  type: dict
+agent_signal:
+  description: The latest agent log line that tells its state (C(signal) V(banned), V(attestation_refused),
+    V(x509pop_expired), V(unreachable) or V(ok)).
+  returned: success
+  type: dict
+cert_writer:
+  description: Last successful fetch time and failures since then, from the cert-writer log.
+  returned: success
+  type: dict
+svid:
+  description: The SVID on the certs volume (SPIFFE ID, validity, when it was written, whether it is stale).
+  returned: success
+  type: dict
+served:
+  description: The certificate nginx-federation serves and whether it is the SVID on the certs volume.
+  returned: success
+  type: dict
+x509pop:
+  description: The x509pop attestation certificate (validity, agent SPIFFE ID).
+  returned: success
+  type: dict
+server_endpoint:
+  description: The SPIRE server address and port from agent.conf.
+  returned: success
+  type: str
+server_reachable:
+  description: Whether a TCP connection to RV(server_endpoint) succeeds from the host (V(null) when unknown).
+  returned: success
+  type: bool
+registry_spiffe_id:
+  description: The SPIFFE ID the SVID must carry.
+  returned: success
+  type: str
+versions:
+  description: Docker engine and spire-agent versions.
+  returned: success
+  type: dict
+redacted_values:
+  description: How many secret values of the env file were registered for redaction (never the values).
+  returned: success
+  type: int
+"""
+
+import os
+import re
+import socket
+import ssl
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
+from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
+
+DOCKER_IMP_ERR = None
+try:
+    import docker
+    import docker.errors
+except ImportError:
+    DOCKER_IMP_ERR = traceback.format_exc()
+    HAS_DOCKER = False
+else:
+    HAS_DOCKER = True
+
+_CONF_RE = re.compile(r'^\s*(server_address|server_port)\s*=\s*"?([^"\s]+)"?', re.M)
+
+
+def _read(path, limit=1024 * 1024):
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read(limit)
+    except (IOError, OSError):
+        return None
+
+
+def _secrets(path):
+    data, dummy = _envfile.read(path)
+    if data is None:
+        return []
+    try:
+        return inc.secret_values(_envfile.EnvFile.from_bytes(data, 'env file'))
+    except _envfile.EnvFileError:
+        # Unparseable: treat every value-looking part of every line as secret.
+        values = []
+        for line in data.decode('utf-8', errors='replace').splitlines():
+            key, sep, value = line.partition('=')
+            if sep and key.strip().lstrip('export ').strip() not in inc.PUBLIC_ENV_KEYS:
+                values.append(value.strip().strip('"\''))
+        return values
+
+
+def _logs(container, tail, redactor):
+    if container is None:
+        return []
+    try:
+        raw = container.logs(stdout=True, stderr=True, timestamps=True, tail=tail)
+    except docker.errors.APIError as exc:
+        return [{'ts': None, 'line': 'cannot read the log: %s' % redactor.text(str(exc))}]
+    return inc.split_log(raw, redactor)
+
+
+def _served_der(host, port, timeout):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                return tls.getpeercert(binary_form=True), None
+    except (OSError, ssl.SSLError) as exc:
+        return None, str(exc)
+
+
+def _tcp_ok(host, port, timeout):
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def collect(module, client):
+    params = module.params
+    registry = params['registry_name']
+    stack_dir = params['stack_dir'] or '/opt/theprotocol/%s' % registry
+    now = inc.utcnow()
+    secrets = _secrets(os.path.join(stack_dir, params['env_file']))
+    module.no_log_values.update(s for s in secrets if s)
+    redactor = inc.Redactor(secrets)
+    expected_id = x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
+
+    containers, handles = {}, {}
+    for service in inc.SERVICES:
+        try:
+            container = client.containers.get('%s-%s' % (registry, service))
+        except docker.errors.NotFound:
+            containers[service] = inc.container_facts(None)
+            handles[service] = None
+            continue
+        try:
+            image_attrs = client.images.get(container.attrs.get('Image')).attrs
+        except docker.errors.APIError:
+            image_attrs = None
+        containers[service] = inc.container_facts(container.attrs, image_attrs)
+        handles[service] = container
+
+    logs = {
+        'cert-writer': _logs(handles['cert-writer'], params['log_lines'], redactor),
+        'nginx-federation': _logs(handles['nginx-federation'], params['log_lines'], redactor),
+        'spire-agent': _logs(handles['spire-agent'], params['agent_log_lines'], redactor),
+    }
+    registry_lines = _logs(handles['registry'], params['registry_scan_lines'], redactor)
+    auth = inc.auth_failures(registry_lines, params['auth_failure_lines'])
+
+    healthcheck, agent_version = None, None
+    agent = handles['spire-agent']
+    if agent is not None and containers['spire-agent']['running']:
+        try:
+            res = agent.exec_run(['/opt/spire/bin/spire-agent', 'healthcheck'])
+            healthcheck = {'rc': res.exit_code, 'output': redactor.text(res.output.decode('utf-8', 'replace')).strip(),
+                           'at': inc.isoformat(inc.utcnow())}
+            res = agent.exec_run(['/opt/spire/bin/spire-agent', '--version'])
+            agent_version = res.output.decode('utf-8', 'replace').strip() or None
+        except docker.errors.APIError as exc:
+            healthcheck = {'rc': None, 'output': redactor.text(str(exc)), 'at': inc.isoformat(inc.utcnow())}
+
+    volume = params['certs_volume'] or '%s_certs' % registry
+    svid_pem, written_at, svid_error = None, None, None
+    try:
+        mountpoint = client.volumes.get(volume).attrs.get('Mountpoint')
+    except docker.errors.NotFound:
+        mountpoint, svid_error = None, 'the certs volume %s does not exist' % volume
+    if mountpoint:
+        svid_pem = _read(os.path.join(mountpoint, 'svid.pem'))
+        try:
+            written_at = inc.datetime.datetime.fromtimestamp(os.stat(os.path.join(mountpoint, '..data')).st_mtime,
+                                                             inc.datetime.timezone.utc)
+        except OSError:
+            written_at = None
+    svid = inc.svid_state(svid_pem, expected_id, written_at, params['cert_writer_interval'], now, svid_error)
+
+    served_der, served_error = _served_der(params['federation_host'], params['federation_port'], params['timeout'])
+    served = inc.served_state(served_der, svid, served_error)
+
+    pop = inc.x509pop_state(_read(os.path.join(stack_dir, 'spire', 'x509pop.crt')), params['trust_domain'], now)
+
+    conf_text = (_read(os.path.join(stack_dir, 'spire', 'agent.conf')) or b'').decode('utf-8', 'replace')
+    conf = dict(_CONF_RE.findall(conf_text))
+    endpoint, reachable = None, None
+    if conf.get('server_address'):
+        endpoint = '%s:%s' % (conf['server_address'], conf.get('server_port', '8081'))
+        reachable = _tcp_ok(conf['server_address'], conf.get('server_port', '8081'), params['timeout'])
+
+    try:
+        engine = client.version()
+        versions = {'docker_engine': engine.get('Version'), 'docker_api': engine.get('ApiVersion')}
+    except docker.errors.APIError:
+        versions = {'docker_engine': None, 'docker_api': None}
+    versions['spire_agent'] = agent_version
+    versions['docker_sdk'] = getattr(docker, '__version__', None)
+
+    evidence = {
+        'collected_at': inc.isoformat(now),
+        'registry_name': registry,
+        'operator_name': params['operator_name'],
+        'registry_spiffe_id': expected_id,
+        'stack_dir': stack_dir,
+        'containers': containers,
+        'logs': logs,
+        'auth_failures': auth,
+        'agent_healthcheck': healthcheck,
+        'agent_signal': inc.agent_signal(logs['spire-agent']),
+        'cert_writer': inc.cert_writer_state(logs['cert-writer']),
+        'svid': svid,
+        'served': served,
+        'x509pop': pop,
+        'server_endpoint': endpoint,
+        'server_reachable': reachable,
+        'versions': versions,
+    }
+    evidence['classification'] = inc.classify(evidence)
+    evidence = redactor.data(evidence)
+    evidence['redacted_values'] = len(secrets)
+    return evidence
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            registry_name=dict(type='str', required=True),
+            operator_name=dict(type='str', required=True),
+            trust_domain=dict(type='str', default='example.com'),
+            stack_dir=dict(type='path'),
+            env_file=dict(type='str', default='.env.operator'),
+            certs_volume=dict(type='str'),
+            federation_host=dict(type='str', default='localhost'),
+            federation_port=dict(type='int', default=8443),
+            cert_writer_interval=dict(type='int', default=300),
+            log_lines=dict(type='int', default=50),
+            auth_failure_lines=dict(type='int', default=20),
+            registry_scan_lines=dict(type='int', default=5000),
+            agent_log_lines=dict(type='int', default=200),
+            timeout=dict(type='float', default=10),
+            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib('docker (Debian python3-docker)'), exception=DOCKER_IMP_ERR)
+    if not inc.HAS_ANY_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib('cryptography (Debian python3-cryptography)'),
+                         exception=inc.CRYPTOGRAPHY_IMP_ERR)
+    params = module.params
+    if not re.match(r'^[a-z0-9][a-z0-9_-]*$', params['registry_name']):
+        module.fail_json(msg='registry_name %r is not a compose project name (lowercase letters, digits, "-", "_").'
+                             % params['registry_name'])
+    for key in ('log_lines', 'auth_failure_lines', 'registry_scan_lines', 'agent_log_lines', 'cert_writer_interval'):
+        if params[key] < 1:
+            module.fail_json(msg='%s must be 1 or more, got %d.' % (key, params[key]))
+    if not 0 < params['federation_port'] < 65536:
+        module.fail_json(msg='federation_port must be 1 to 65535, got %d.' % params['federation_port'])
+    try:
+        x509u.validate_trust_domain(params['trust_domain'])
+        x509u.validate_operator_name(params['operator_name'])
+    except x509u.X509Error as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        client = docker.DockerClient(base_url=params['docker_host'], timeout=int(params['timeout']))
+        client.ping()
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(msg='Cannot reach the Docker daemon at %s (%s). Run the task with become on the registry '
+                             'host.' % (params['docker_host'], exc.__class__.__name__))
+    try:
+        result = collect(module, client)
+    except (x509u.X509Error, _envfile.EnvFileError, inc.IncidentError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,279 @@
+"""playbooks/incident_response.yml on lab-host5 (registry5/operator5) against real faults:
+agent killed, cert-writer stopped, agent banned on the lab SPIRE server, x509pop certificate
+expired; a healthy stack; --check; no secret in any output or bundle. Every test restores
+host5 to healthy. About 6 minutes in all (the agent-killed case waits the guide's 60 s)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import json
+import sys
+import tarfile
+import time
+
+import pytest
+from conftest import REPO, put_file, recap, run_playbook, server_cli, sh, wait_for
+
+sys.path.insert(0, str(REPO / "lab"))
+
+HOST = "host5"
+REGISTRY = "registry5"
+OPERATOR = "operator5"
+STACK_DIR = f"/opt/theprotocol/{REGISTRY}"
+SERVICES = ("spire-agent", "cert-writer", "nginx-federation", "registry", "db", "redis")
+PUBLIC_KEYS = {"OPERATOR_NAME", "REGISTRY_NAME", "REGISTRY_DID", "TRUST_DOMAIN", "POSTGRES_USER", "POSTGRES_DB",
+               "EVENTSTORE_URL", "EVENT_INTERVAL", "CERT_WRITER_INTERVAL", "FEDERATION_PORT", "MINTING_AUTHORITY",
+               "EVENTSTORE_MTLS_REQUIRED"}
+OUTPUTS: list[str] = []  # every playbook output, for the secret-leak test
+
+
+def parse_ts(text: str) -> dt.datetime:
+    base, dummy, frac = text.rstrip("Z").partition(".")
+    return dt.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(
+        microsecond=int((frac or "0")[:6].ljust(6, "0")), tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def host(dkr, lab):
+    if HOST not in lab["hosts"]:
+        pytest.skip(f"the lab has no {HOST}: make lab-up LAB_HOSTS=5")
+    return dkr.containers.get(lab["hosts"][HOST]["container"])
+
+
+def inspect(host, service: str) -> dict:
+    return json.loads(sh(host, ["docker", "inspect", f"{REGISTRY}-{service}"])[1])[0]
+
+
+def started(host, service: str) -> dt.datetime:
+    return parse_ts(inspect(host, service)["State"]["StartedAt"])
+
+
+def all_healthy(host) -> bool:
+    for service in SERVICES:
+        state = inspect(host, service)["State"]
+        if not state.get("Running") or state.get("Health", {}).get("Status") != "healthy":
+            raise AssertionError(f"{service}: {state.get('Status')} {state.get('Health', {}).get('Status')}")
+    return True
+
+
+def wait_stack_healthy(host, timeout=240):
+    wait_for(f"the {REGISTRY} stack to be healthy", lambda: all_healthy(host), timeout=timeout, interval=3)
+
+
+@pytest.fixture(scope="module")
+def smtp(dkr, lab):
+    import labctl
+    if "smtp_sink" in lab:
+        return lab["smtp_sink"]
+    return labctl.ensure_smtp_sink(dkr, lab["subnet"])
+
+
+@pytest.fixture(scope="module")
+def stack(host, lab, tmp_path_factory):
+    """registry5 deployed by site.yml (only when missing) and healthy; returns the bundle dir."""
+    if sh(host, ["test", "-f", f"{STACK_DIR}/docker-compose.operator.yml"], check=False)[0] != 0 or \
+            sh(host, ["docker", "inspect", f"{REGISTRY}-spire-agent"], check=False)[0] != 0:
+        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        assert rc == 0, out[-4000:]
+    wait_stack_healthy(host)
+    bundles = tmp_path_factory.mktemp("incident-bundles")
+    # A first run installs the module's Debian requirements if they are missing.
+    rc, out = run_playbook("playbooks/incident_response.yml", "-l", HOST, "-e", f"incident_response_bundle_dir={bundles}",
+                           structured=False)
+    assert rc == 0, out[-4000:]
+    return bundles
+
+
+def respond(stack, *args, structured=True):
+    rc, result = run_playbook("playbooks/incident_response.yml", "-l", HOST,
+                              "-e", f"incident_response_bundle_dir={stack}", *args, structured=structured)
+    OUTPUTS.append(result if isinstance(result, str) else json.dumps(result))
+    return rc, result
+
+
+def task_results(result: dict, name: str) -> list:
+    return [res for play in result.get("plays", []) for task in play.get("tasks", [])
+            if task["task"]["name"].split(" : ", 1)[-1] == name for res in task["hosts"].values()]
+
+
+def classification(result: dict) -> dict:
+    res = task_results(result, "Collect the evidence (logs, auth failures, agent health, container states, SVID) and classify")
+    return res[0]["classification"]
+
+
+def ran(result: dict, name: str) -> bool:
+    return any(not r.get("skipped") for r in task_results(result, name))
+
+
+def test_healthy_stack_changes_nothing(stack):
+    rc, result = respond(stack)
+    assert rc == 0, result
+    assert classification(result)["category"] == "healthy"
+    assert recap(result)[HOST]["changed"] == 0
+    assert "healthy - nothing to do, nothing was changed" in json.dumps(result)
+    assert not list(stack.iterdir())
+
+
+def test_cert_writer_stopped_check_mode_then_only_cert_writer_restarted(host, stack):
+    sh(host, ["docker", "stop", f"{REGISTRY}-cert-writer"])
+    before = {s: inspect(host, s)["State"]["StartedAt"] for s in SERVICES}
+    # --check: the plan, nothing touched.
+    rc, result = respond(stack, "--check")
+    assert rc == 0, result
+    c = classification(result)
+    assert c["category"] == "local_fault" and c["faults"] == ["cert_writer"]
+    assert "would restart cert-writer -> verify; nothing was changed" in json.dumps(result)
+    assert recap(result)[HOST]["changed"] == 0
+    assert {s: inspect(host, s)["State"]["StartedAt"] for s in SERVICES} == before
+    assert inspect(host, "cert-writer")["State"]["Status"] == "exited"
+    assert not list(stack.iterdir())
+    # For real: only cert-writer restarted, verified.
+    rc, result = respond(stack)
+    assert rc == 0, result
+    after = {s: inspect(host, s)["State"]["StartedAt"] for s in SERVICES}
+    assert [s for s in SERVICES if after[s] != before[s]] == ["cert-writer"]
+    assert not ran(result, "Restart spire-agent") and not ran(result, "Restart nginx-federation")
+    verify = task_results(result, "Verify (agent healthy, fresh SVID written, nginx-federation serving it)")[0]
+    assert verify["classification"]["category"] == "healthy"
+    assert verify["svid"]["written_at"] >= verify["containers"]["cert-writer"]["started_at"]
+    wait_stack_healthy(host)
+
+
+def test_agent_killed_recovered_with_the_60s_wait(host, stack):
+    sh(host, ["docker", "kill", f"{REGISTRY}-spire-agent"])
+    wait_for("spire-agent to be down", lambda: not inspect(host, "spire-agent")["State"]["Running"], timeout=30)
+    t0 = time.monotonic()
+    rc, result = respond(stack)
+    assert rc == 0, result
+    c = classification(result)
+    assert c["category"] == "local_fault" and "spire_agent" in c["faults"]
+    agent, writer = started(host, "spire-agent"), started(host, "cert-writer")
+    assert (writer - agent).total_seconds() >= 60, (agent, writer)
+    verify = task_results(result, "Verify (agent healthy, fresh SVID written, nginx-federation serving it)")[0]
+    assert verify["classification"]["category"] == "healthy"
+    assert verify["agent_healthcheck"]["output"] == "Agent is healthy."
+    assert verify["served"]["matches_svid"] is True
+    assert verify["svid"]["written_at"] >= verify["containers"]["cert-writer"]["started_at"]
+    print(f"agent killed -> recovered in {time.monotonic() - t0:.0f}s; cert-writer started "
+          f"{(writer - agent).total_seconds():.1f}s after the agent")
+    wait_stack_healthy(host)
+
+
+def _mails(dkr, smtp) -> set:
+    sink = dkr.containers.get(smtp["container"])
+    return set(sh(sink, ["ls", smtp["spool"]])[1].split())
+
+
+def test_agent_banned_is_escalated_by_mail_without_restart(dkr, lab, host, stack, smtp):
+    crt = sh(host, ["cat", f"{STACK_DIR}/spire/x509pop.crt"])[1]
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
+    agent_id = _x509.x509pop_agent_spiffe_id(lab["trust_domain"], _x509.load_pem_chain(crt)[0])
+    mails_before = _mails(dkr, smtp)
+    writer_before = inspect(host, "cert-writer")["State"]["StartedAt"]
+    server_cli(dkr, lab, "agent", "ban", "-spiffeID", agent_id)
+    try:
+        wait_for("the agent to log its ban",
+                 lambda: "agent is banned" in sh(host, ["docker", "logs", "--tail", "20", f"{REGISTRY}-spire-agent"])[1],
+                 timeout=120, interval=3)
+        rc, out = respond(stack, "-vvv", "-e", f"incident_response_smtp_host={smtp['address']}",
+                          "-e", f"incident_response_smtp_port={smtp['port']}",
+                          "-e", f"incident_response_smtp_username={smtp['user']}",
+                          "-e", f"incident_response_smtp_password={smtp['password']}", structured=False)
+        assert rc != 0, out[-3000:]
+        assert "ESCALATED (revoked)" in out and "registry5: revoked" in out
+        assert "TASK [theprotocol.operator.incident_response : Restart spire-agent]" not in out
+        assert "TASK [theprotocol.operator.incident_response : Restart cert-writer]" not in out
+        assert inspect(host, "cert-writer")["State"]["StartedAt"] == writer_before
+        bundles = list(stack.glob("incident-registry5-*.tar.gz"))
+        assert len(bundles) == 1
+        with tarfile.open(bundles[0]) as tar:
+            names = tar.getnames()
+            summary = tar.extractfile([n for n in names if n.endswith("summary.txt")][0]).read().decode()
+        for part in ("summary.txt", "timeline.json", "evidence.json", "versions.json", "logs/spire-agent.log",
+                     "logs/cert-writer.log", "logs/nginx-federation.log", "logs/registry-auth-failures.log"):
+            assert any(n.endswith(part) for n in names), (part, names)
+        assert "Operator name:   operator5" in summary and "did:web:registry5.lab.example.com" in summary
+        assert "agent is banned" in summary and "@sha256:" in summary
+        new = wait_for("the mail at the SMTP sink", lambda: _mails(dkr, smtp) - mails_before, timeout=30)
+        assert len(new) == 1
+        sink = dkr.containers.get(smtp["container"])
+        raw = sh(sink, ["cat", f"{smtp['spool']}/{new.pop()}"])[1].encode()
+        msg = email.message_from_bytes(raw)
+        assert msg["X-Sink-TLS"] == "yes" and msg["X-Sink-Auth"] == "yes"
+        assert "security@example.com" in msg["X-Sink-Rcpt-To"] and "revoked" in msg["Subject"]
+        attached = [p for p in msg.walk() if (p.get_filename() or "").endswith(".tar.gz")]
+        assert [p.get_filename() for p in attached] == [bundles[0].name]
+        assert attached[0].get_payload(decode=True) == bundles[0].read_bytes()
+        OUTPUTS.append(bundles[0].read_bytes().decode("latin-1"))
+        with tarfile.open(bundles[0]) as tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    OUTPUTS.append(tar.extractfile(member).read().decode("utf-8", "replace"))
+    finally:
+        # Restore: remove the banned agent entry (evict), then the agent re-attests with the same certificate.
+        server_cli(dkr, lab, "agent", "evict", "-spiffeID", agent_id)
+        sh(host, ["docker", "restart", f"{REGISTRY}-spire-agent"])
+        wait_for("the agent to be healthy again", lambda: "Agent is healthy." in sh(
+            host, ["docker", "exec", f"{REGISTRY}-spire-agent", "/opt/spire/bin/spire-agent", "healthcheck"],
+            check=False)[1], timeout=120, interval=3)
+        sh(host, ["docker", "restart", f"{REGISTRY}-cert-writer"])
+        wait_stack_healthy(host)
+        for bundle in stack.glob("*.tar.gz"):
+            bundle.unlink()
+
+
+def _reset_agent(host, image: str):
+    """Wipe the agent's data volume (no cached SVID), so that it attests at start."""
+    sh(host, ["docker", "stop", f"{REGISTRY}-spire-agent"])
+    sh(host, ["docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", "-v",
+              f"{REGISTRY}_spire-agent-data:/d", image, "-c", "rm -rf /d/* /d/.[!.]*"])
+    sh(host, ["docker", "start", f"{REGISTRY}-spire-agent"])
+
+
+def test_x509pop_expired_is_escalated(host, lab, stack):
+    import labpki
+    from cryptography.hazmat.primitives import serialization
+    ca, ca_key = labpki.load_cert(lab["frame_ca_cert"]), labpki.load_key(lab["frame_ca_key"])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert, key = labpki.issue_x509pop(ca, ca_key, f"operator-{OPERATOR}", not_before=now - dt.timedelta(days=2),
+                                     not_after=now - dt.timedelta(hours=1))
+    original_crt = sh(host, ["cat", f"{STACK_DIR}/spire/x509pop.crt"])[1].encode()
+    original_key = sh(host, ["cat", f"{STACK_DIR}/spire/x509pop.key"])[1].encode()
+    image = inspect(host, "spire-agent")["Config"]["Image"]
+    writer_before = inspect(host, "cert-writer")["State"]["StartedAt"]
+    put_file(host, f"{STACK_DIR}/spire/x509pop.crt", cert.public_bytes(serialization.Encoding.PEM))
+    put_file(host, f"{STACK_DIR}/spire/x509pop.key", key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+    try:
+        _reset_agent(host, image)
+        wait_for("the agent to fail attestation", lambda: "certificate has expired" in sh(
+            host, ["docker", "logs", "--tail", "20", f"{REGISTRY}-spire-agent"])[1], timeout=60, interval=2)
+        rc, result = respond(stack, "-e", "incident_response_mail_enabled=false")
+        assert rc != 0
+        c = classification(result)
+        assert c["category"] == "x509pop_expired" and c["escalate"] and not c["restart"]
+        assert not ran(result, "Restart spire-agent") and not ran(result, "Restart cert-writer")
+        assert inspect(host, "cert-writer")["State"]["StartedAt"] == writer_before
+        assert len(list(stack.glob("incident-registry5-*.tar.gz"))) == 1
+    finally:
+        put_file(host, f"{STACK_DIR}/spire/x509pop.crt", original_crt)
+        put_file(host, f"{STACK_DIR}/spire/x509pop.key", original_key, 0o600)
+        _reset_agent(host, image)
+        wait_for("the agent to be healthy again", lambda: "Agent is healthy." in sh(
+            host, ["docker", "exec", f"{REGISTRY}-spire-agent", "/opt/spire/bin/spire-agent", "healthcheck"],
+            check=False)[1], timeout=120, interval=3)
+        sh(host, ["docker", "restart", f"{REGISTRY}-cert-writer"])
+        wait_stack_healthy(host)
+        for bundle in stack.glob("*.tar.gz"):
+            bundle.unlink()
+
+
+def test_no_env_value_in_any_output_or_bundle(host):
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+    env = _envfile.EnvFile.from_bytes(sh(host, ["cat", f"{STACK_DIR}/.env.operator"])[1].encode())
+    secrets = [env.value(k) for k in env.keys() if k not in PUBLIC_KEYS and env.value(k)]
+    assert len(secrets) >= 3 and len(OUTPUTS) >= 5
+    for text in OUTPUTS:
+        for value in secrets:
+            assert value not in text
