@@ -33,7 +33,7 @@ def test_parse_hosts_defaults_to_env(monkeypatch):
 
 def test_lab_addresses_are_distinct_and_in_subnet():
     addrs = labctl.lab_addresses("172.31.250.0/24", 4)
-    assert len(set(addrs.values())) == len(addrs) == 7
+    assert len(set(addrs.values())) == len(addrs) == 8  # frame, EventStore, image registry, SMTP sink, 4 hosts
     assert addrs["lab-host4"] == "172.31.250.104"
     with pytest.raises(labctl.LabError, match="too small"):
         labctl.lab_addresses("10.0.0.0/28", 1)
