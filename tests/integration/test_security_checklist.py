@@ -301,7 +301,8 @@ def test_registry_gets_403_from_the_eventstore(stack, lab, dkr, tmp_path):
     try:
         sh(eventstore, ["nginx", "-s", "reload"])
         wait_for("the registry to log a 403 from the EventStore",
-                 lambda: "status=403" in sh(stack, f"docker logs --since 30s {REG}-registry 2>&1")[1], timeout=60)
+                 lambda: "eventstore write event=TokensTransferred status=403" in
+                 sh(stack, f"docker logs --since 30s {REG}-registry 2>&1")[1], timeout=60)
         results, dummy, dummy2 = verify(tmp_path)
         assert_only(results, "eventstore_writes_ok", "fail", "403")
     finally:
