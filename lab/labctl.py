@@ -19,11 +19,14 @@ import ipaddress
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import docker
@@ -508,6 +511,7 @@ def up(hosts: int, subnet: str, registry_port: int) -> dict:
         ports={"5000/tcp": ("127.0.0.1", registry_port)},
     )
     wait_healthy(client, EVENTSTORE, 60)
+    wait_registry(registry_port, pki["tls_ca_cert"])
     push_images(client, registry_port)
     smtp_sink = ensure_smtp_sink(client, subnet, ids["smtp-sink"])
 
@@ -568,22 +572,41 @@ def wait_systemd(client, name: str, timeout: float = 90) -> None:
                    f"see 'docker logs {name}'")
 
 
+def wait_registry(registry_port: int, ca_file: Path, timeout: float = 60) -> None:
+    """Wait until the lab registry answers its API over TLS (it is pushed to right after it starts)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"https://localhost:{registry_port}/v2/", context=context, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise LabError(f"the lab image registry on localhost:{registry_port} does not answer ({last}); "
+                   f"see 'docker logs {REGISTRY}'")
+
+
 def push_images(client, registry_port: int) -> None:
     """Push the stack images to the lab registry (docker skips layers it already has)."""
     for name in STACK_IMAGES:
         local = f"localhost:{registry_port}/theprotocol/{name}"
         img = client.images.get(image_ref(name))
         img.tag(local, IMAGE_TAG)
-        for _ in range(30):
+        error = None
+        for _ in range(5):
             try:
-                for line in client.images.push(local, IMAGE_TAG, stream=True, decode=True):
-                    if "error" in line:
-                        raise LabError(f"push {local}:{IMAGE_TAG} failed: {line['error']}")
+                error = next((line["error"] for line in client.images.push(local, IMAGE_TAG, stream=True, decode=True)
+                              if "error" in line), None)
+            except docker.errors.APIError as exc:
+                error = str(exc)
+            if error is None:
                 break
-            except docker.errors.APIError:
-                time.sleep(1)
+            time.sleep(2)
         else:
-            raise LabError(f"push {local}:{IMAGE_TAG} failed: the lab registry does not answer")
+            raise LabError(f"push {local}:{IMAGE_TAG} failed: {error}")
 
 
 def write_inventory(facts: dict) -> None:
