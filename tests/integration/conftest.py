@@ -228,24 +228,6 @@ def deployed(lab):
     return out
 
 
-# Each test module works on one lab host; modules on different hosts run in parallel
-# (pytest-xdist --dist loadgroup), modules on the same host one after the other.
-LAB_HOST_OF_MODULE = {
-    "test_docker_engine": "host1",
-    "test_lab_spire": "host1",
-    "test_lab_eventstore": "host1",
-    "test_operator_stack": "host1",
-    "test_security_checklist": "host1",
-    "test_operator_onboarding": "host2",
-    "test_operator_stack_inputs": "host2",
-    "test_secret_rotation": "host3",
-    "test_incident_response": "host5",
-    "test_public_proxy": "host6",
-}
-LAB_HOSTS_NEEDED = 6
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group(LAB_HOST_OF_MODULE.get(module, "controller")))
+# Each test module works on its own lab host (host1 to host7, named at the top of the module);
+# make integration runs the modules in parallel (pytest-xdist --dist loadfile).
+LAB_HOSTS_NEEDED = 7

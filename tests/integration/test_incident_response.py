@@ -15,6 +15,9 @@ import time
 import pytest
 from conftest import REPO, put_file, recap, run_playbook, server_cli, sh, wait_for
 
+# Lab host of this module: host5. make integration runs modules in parallel (one worker per
+# module); modules that share a host must not disturb each other.
+
 sys.path.insert(0, str(REPO / "lab"))
 
 HOST = "host5"

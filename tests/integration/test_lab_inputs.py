@@ -8,6 +8,8 @@ import pytest
 
 from conftest import REPO
 
+# Needs no lab host (controller-side and outer-Docker checks).
+
 LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py")]
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from conftest import sh, wait_for
 
+# Needs no lab host (controller-side and outer-Docker checks).
+
 IMAGE = "theprotocol-lab/postgres:lab"
 
 

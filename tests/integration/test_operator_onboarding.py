@@ -24,6 +24,9 @@ from conftest import AGENT_CONF, REPO, STATE, file_from_image, put_file, server_
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
 
+# Lab host of this module: host2. make integration runs modules in parallel (one worker per
+# module); modules that share a host must not disturb each other.
+
 OPERATOR = "onboardtest"
 CHECK_OPERATOR = "onboardcheck"
 AGENT_HOST = "host2"

@@ -15,6 +15,9 @@ from conftest import (STACK_DIR, STACK_HOST, STACK_OPERATOR, STACK_REGISTRY, put
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
 
+# Lab host of this module: host1. make integration runs modules in parallel (one worker per
+# module); modules that share a host must not disturb each other.
+
 HOST, REGISTRY, OPERATOR = STACK_HOST, STACK_REGISTRY, STACK_OPERATOR
 SERVICES = ["spire-agent", "cert-writer", "nginx-federation", "registry", "db", "redis"]
 ENDPOINTS = [("POST", "/api/v1/events/"), ("GET", "/api/v1/federation/agent-cards"),

@@ -14,6 +14,9 @@ from cryptography.hazmat.primitives import serialization
 import labpki
 from conftest import failure_messages, recap, run_playbook, sh
 
+# Lab host of this module: host2. make integration runs modules in parallel (one worker per
+# module); modules that share a host must not disturb each other.
+
 TARGET = "host2"
 NAME = "preflightreg"
 

@@ -23,6 +23,9 @@ from cryptography.x509.oid import NameOID
 
 from conftest import failure_messages, recap, run_playbook, server_cli, sh, wait_for
 
+# Lab host of this module: host6. make integration runs modules in parallel (one worker per
+# module); modules that share a host must not disturb each other.
+
 HOST = "host6"
 REGISTRY = "registry6"
 PUBLISH_PORT = 18080

@@ -13,6 +13,9 @@ import pytest
 
 from conftest import run_playbook, sh, wait_for
 
+# Lab host of this module: host3. make integration runs modules in parallel (one worker per
+# module); modules that share a host must not disturb each other.
+
 HOST, REGISTRY = "host3", "registry3"
 STACK = f"/opt/theprotocol/{REGISTRY}"
 ENV = f"{STACK}/.env.operator"
