@@ -217,23 +217,19 @@ import os
 import re
 import socket
 import ssl
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
+from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
-DOCKER_IMP_ERR = None
 try:
     import docker
     import docker.errors
 except ImportError:
-    DOCKER_IMP_ERR = traceback.format_exc()
-    HAS_DOCKER = False
-else:
-    HAS_DOCKER = True
+    pass  # reported by _stack.fail_on_missing_requirements() with the package to install
 
 _CONF_RE = re.compile(r'^\s*(server_address|server_port)\s*=\s*"?([^"\s]+)"?', re.M)
 
@@ -295,7 +291,7 @@ def _tcp_ok(host, port, timeout):
 def collect(module, client):
     params = module.params
     registry = params['registry_name']
-    stack_dir = params['stack_dir'] or '/opt/theprotocol/%s' % registry
+    stack_dir = stack.stack_dir(params)
     now = inc.utcnow()
     secrets = _secrets(os.path.join(stack_dir, params['env_file']))
     module.no_log_values.update(s for s in secrets if s)
@@ -305,7 +301,7 @@ def collect(module, client):
     containers, handles = {}, {}
     for service in inc.SERVICES:
         try:
-            container = client.containers.get('%s-%s' % (registry, service))
+            container = client.containers.get(stack.container_name(registry, service))
         except docker.errors.NotFound:
             containers[service] = inc.container_facts(None)
             handles[service] = None
@@ -399,54 +395,35 @@ def collect(module, client):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            registry_name=dict(type='str', required=True),
-            operator_name=dict(type='str', required=True),
-            trust_domain=dict(type='str', default='example.com'),
-            stack_dir=dict(type='path'),
-            env_file=dict(type='str', default='.env.operator'),
+        argument_spec=stack.argument_spec(
             certs_volume=dict(type='str'),
-            federation_host=dict(type='str', default='localhost'),
-            federation_port=dict(type='int', default=8443),
-            cert_writer_interval=dict(type='int', default=300),
             log_lines=dict(type='int', default=50),
             auth_failure_lines=dict(type='int', default=20),
             registry_scan_lines=dict(type='int', default=5000),
             agent_log_lines=dict(type='int', default=200),
-            timeout=dict(type='float', default=10),
-            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
         ),
         supports_check_mode=True,
     )
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib('docker (Debian python3-docker)'), exception=DOCKER_IMP_ERR)
-    if not inc.HAS_ANY_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib('cryptography (Debian python3-cryptography)'),
-                         exception=inc.CRYPTOGRAPHY_IMP_ERR)
+    stack.fail_on_missing_requirements(module, inc.HAS_ANY_CRYPTOGRAPHY, inc.CRYPTOGRAPHY_IMP_ERR)
     params = module.params
-    if not re.match(r'^[a-z0-9][a-z0-9_-]*$', params['registry_name']):
-        module.fail_json(msg='registry_name %r is not a compose project name (lowercase letters, digits, "-", "_").'
-                             % params['registry_name'])
-    for key in ('log_lines', 'auth_failure_lines', 'registry_scan_lines', 'agent_log_lines', 'cert_writer_interval'):
+    problems = stack.problems(params)
+    for key in ('log_lines', 'auth_failure_lines', 'registry_scan_lines', 'agent_log_lines'):
         if params[key] < 1:
-            module.fail_json(msg='%s must be 1 or more, got %d.' % (key, params[key]))
-    if not 0 < params['federation_port'] < 65536:
-        module.fail_json(msg='federation_port must be 1 to 65535, got %d.' % params['federation_port'])
+            problems.append('%s must be 1 or more, got %d.' % (key, params[key]))
     try:
         x509u.validate_trust_domain(params['trust_domain'])
         x509u.validate_operator_name(params['operator_name'])
     except x509u.X509Error as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        client = docker.DockerClient(base_url=params['docker_host'], timeout=int(params['timeout']))
-        client.ping()
-    except Exception as exc:  # pylint: disable=broad-except
-        module.fail_json(msg='Cannot reach the Docker daemon at %s (%s). Run the task with become on the registry '
-                             'host.' % (params['docker_host'], exc.__class__.__name__))
+        problems.append(str(exc))
+    if problems:
+        module.fail_json(msg='Invalid options: %s' % ' '.join(problems))
+    client = stack.docker_client(module, params)
     try:
         result = collect(module, client)
     except (x509u.X509Error, _envfile.EnvFileError, inc.IncidentError) as exc:
         module.fail_json(msg=str(exc))
+    finally:
+        client.close()
     module.exit_json(changed=False, **result)
 
 

@@ -119,6 +119,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+missing_requirements:
+  description:
+    - Debian packages of the Python libraries the module needs and did not find on the host (the module failed).
+    - The C(theprotocol.operator.security_checklist) role installs them and runs the module again.
+  returned: when a requirement is missing
+  type: list
+  elements: str
+  sample: [python3-docker]
 results:
   description: One result per evaluated check, in the order of the guide.
   returned: success
@@ -180,26 +188,22 @@ duration_seconds:
 import datetime
 import os
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_probe as probe
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
-DOCKER_IMP_ERR = None
 try:
     import docker
     from docker.errors import DockerException, NotFound
 except ImportError:
-    DOCKER_IMP_ERR = traceback.format_exc()
-    HAS_DOCKER = False
-else:
-    HAS_DOCKER = True
+    pass  # reported by _stack.fail_on_missing_requirements() with the package to install
 
 CERTS_MOUNT = '/certs'
 AGENT_DATA_MOUNT = '/opt/spire/data/agent'
@@ -220,7 +224,7 @@ class Gatherer:
 
     def container(self, service):
         if service not in self._containers:
-            name = '%s-%s' % (self.prefix, service)
+            name = stack.container_name(self.prefix, service)
             try:
                 obj = self.client.containers.get(name)
             except NotFound:
@@ -325,7 +329,7 @@ def run_checks(module, client):
     started = time.monotonic()
     now = datetime.datetime.now(datetime.timezone.utc)
     g = Gatherer(module, client, now)
-    stack_dir = params['stack_dir'] or '/opt/theprotocol/%s' % params['registry_name']
+    stack_dir = stack.stack_dir(params)
     env_path = os.path.join(stack_dir, params['env_file'])
     selected = params['checks'] or list(cl.CHECK_IDS)
     expected_id = x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
@@ -481,43 +485,24 @@ def cl_agent_svid(data):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            registry_name=dict(type='str', required=True),
-            operator_name=dict(type='str', required=True),
-            trust_domain=dict(type='str', default='example.com'),
-            stack_dir=dict(type='path'),
-            env_file=dict(type='str', default='.env.operator'),
-            federation_host=dict(type='str', default='localhost'),
-            federation_port=dict(type='int', default=8443),
-            cert_writer_interval=dict(type='int', default=300),
+        argument_spec=stack.argument_spec(
             svid_min_remaining_seconds=dict(type='int', default=30),
             served_svid_grace=dict(type='int', default=15),
             x509pop_warn_days=dict(type='int', default=30),
             eventstore_window=dict(type='int', default=300),
             checks=dict(type='list', elements='str'),
-            timeout=dict(type='float', default=10),
-            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
         ),
         supports_check_mode=True,
     )
     params = module.params
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib('docker (Debian: python3-docker)'), exception=DOCKER_IMP_ERR)
-    if not cx.x509u.HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib('cryptography (Debian: python3-cryptography)'),
-                         exception=cx.x509u.CRYPTOGRAPHY_IMP_ERR)
-    problems = []
-    for name in ('federation_port',):
-        if not 0 < params[name] < 65536:
-            problems.append('%s must be a TCP port (1-65535), got %d.' % (name, params[name]))
-    for name in ('cert_writer_interval', 'eventstore_window'):
-        if params[name] <= 0:
-            problems.append('%s must be a positive number of seconds, got %d.' % (name, params[name]))
+    # missing_requirements: the Debian packages to install (the role installs them and runs the module again).
+    stack.fail_on_missing_requirements(module, cx.x509u.HAS_CRYPTOGRAPHY, cx.x509u.CRYPTOGRAPHY_IMP_ERR)
+    problems = stack.problems(params)
+    if params['eventstore_window'] <= 0:
+        problems.append('eventstore_window must be a positive number of seconds, got %d.' % params['eventstore_window'])
     for name in ('svid_min_remaining_seconds', 'x509pop_warn_days'):
         if params[name] < 0:
             problems.append('%s must be 0 or more, got %d.' % (name, params[name]))
-    if params['timeout'] <= 0:
-        problems.append('timeout must be positive.')
     unknown = [c for c in params['checks'] or [] if c not in cl.CHECK_IDS]
     if unknown:
         problems.append('Unknown check(s) %s; known: %s.' % (', '.join(unknown), ', '.join(cl.CHECK_IDS)))
@@ -525,16 +510,9 @@ def main():
         x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
     except x509u.X509Error as exc:
         problems.append(str(exc))
-    if params['stack_dir'] is not None and not os.path.isabs(params['stack_dir']):
-        problems.append('stack_dir must be an absolute path.')
     if problems:
         module.fail_json(msg='Invalid options: %s' % ' '.join(problems))
-    try:
-        client = docker.DockerClient(base_url=params['docker_host'], timeout=int(max(params['timeout'], 1)) + 20)
-        client.ping()
-    except DockerException as exc:
-        module.fail_json(msg='Cannot reach the Docker daemon at %s (%s). Run on the registry host with become.'
-                             % (params['docker_host'], type(exc).__name__))
+    client = stack.docker_client(module, params, extra_timeout=20)
     try:
         result = run_checks(module, client)
     finally:

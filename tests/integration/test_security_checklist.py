@@ -116,6 +116,27 @@ def test_check_mode_runs_the_checklist(stack, tmp_path):
     assert "changed=0" in text
 
 
+def test_missing_requirement_is_installed_then_the_checklist_is_one_task(stack, tmp_path):
+    """python3-cryptography removed: the module names the package, the role installs it and runs the
+    module again; once installed, no apt task runs at all."""
+    sh(stack, ["apt-get", "remove", "-y", "-q", "python3-cryptography"])
+    try:
+        rc, text = run_playbook("playbooks/verify.yml", "-l", HOST, "-e", "security_checklist_install_requirements=false",
+                                "-e", f"theprotocol_checklist_report_dir={tmp_path / 'refused'}", structured=False)
+        assert rc != 0
+        assert "python3-cryptography" in text and "Failed to import the required Python library" in text
+        assert "TASK [theprotocol.operator.security_checklist : Install the checklist module's requirements" not in text
+        results, text, out = verify(tmp_path, name="installed")
+        assert set(statuses(results).values()) == {"pass"}
+        assert "Install the checklist module's requirements python3-cryptography" in text
+        assert "rescued=1" in text
+    finally:
+        sh(stack, ["apt-get", "install", "-y", "-q", "python3-cryptography"])
+    results, text, out = verify(tmp_path, name="again")
+    assert set(statuses(results).values()) == {"pass"}
+    assert "Install the checklist module's requirements" not in text and "rescued=0" in text
+
+
 # --------------------------------------------------------------------------- faults, one by one
 
 def test_env_file_world_readable(stack, tmp_path):

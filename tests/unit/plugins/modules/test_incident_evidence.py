@@ -89,6 +89,7 @@ def fake_client(tmp_path, pki):
         volumes=types.SimpleNamespace(get=lambda name: types.SimpleNamespace(attrs={'Mountpoint': str(volume)})),
         version=lambda: {'Version': '20.10.24', 'ApiVersion': '1.41'},
         ping=lambda: True,
+        close=lambda: None,
     )
     return client
 

@@ -1,0 +1,102 @@
+# Copyright (c) TheProtocol operator collection contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Where a deployed operator stack is, for the read-only modules that run on its host (private).
+
+``security_checklist`` and ``incident_evidence`` locate the same stack the same way: the
+options that name it, the Python libraries they need (with the Debian packages to install),
+their checks on those options, the stack directory and the Docker client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+DOCKER_IMP_ERR = None
+try:
+    import docker
+except ImportError:
+    DOCKER_IMP_ERR = traceback.format_exc()
+    HAS_DOCKER = False
+else:
+    HAS_DOCKER = True
+
+DEFAULT_BASE = '/opt/theprotocol'
+REGISTRY_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9_-]*$')
+
+
+def argument_spec(**extra):
+    """The options that locate the stack (documented in each module), plus the module's own ``extra``."""
+    spec = dict(
+        registry_name=dict(type='str', required=True),
+        operator_name=dict(type='str', required=True),
+        trust_domain=dict(type='str', default='example.com'),
+        stack_dir=dict(type='path'),
+        env_file=dict(type='str', default='.env.operator'),
+        federation_host=dict(type='str', default='localhost'),
+        federation_port=dict(type='int', default=8443),
+        cert_writer_interval=dict(type='int', default=300),
+        timeout=dict(type='float', default=10),
+        docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
+    )
+    spec.update(extra)
+    return spec
+
+
+def fail_on_missing_requirements(module, cryptography_ok, cryptography_err):
+    """Fail, naming the Debian packages in ``missing_requirements``, when docker or cryptography is missing."""
+    missing = [(lib, pkg, err) for lib, pkg, err, ok in (
+        ('docker', 'python3-docker', DOCKER_IMP_ERR, HAS_DOCKER),
+        ('cryptography', 'python3-cryptography', cryptography_err, cryptography_ok)) if not ok]
+    if missing:
+        module.fail_json(msg=missing_required_lib(' and '.join('%s (Debian: %s)' % m[:2] for m in missing)),
+                         exception=missing[0][2], missing_requirements=[m[1] for m in missing])
+
+
+def problems(params):
+    """What is wrong with the locating options (a list of sentences, empty when all is well)."""
+    out = []
+    if not REGISTRY_NAME_RE.match(params['registry_name'] or ''):
+        out.append('registry_name %r is not a compose project name (lowercase letters, digits, "-", "_").'
+                   % params['registry_name'])
+    if not 0 < params['federation_port'] < 65536:
+        out.append('federation_port must be a TCP port (1-65535), got %d.' % params['federation_port'])
+    if params['cert_writer_interval'] <= 0:
+        out.append('cert_writer_interval must be a positive number of seconds, got %d.'
+                   % params['cert_writer_interval'])
+    if params['timeout'] <= 0:
+        out.append('timeout must be positive.')
+    if params['stack_dir'] is not None and not os.path.isabs(params['stack_dir']):
+        out.append('stack_dir must be an absolute path.')
+    if os.sep in params['env_file'] or params['env_file'] in ('', '.', '..'):
+        out.append('env_file must be a file name in stack_dir, got %r.' % params['env_file'])
+    return out
+
+
+def stack_dir(params):
+    """The stack directory: ``stack_dir``, or ``/opt/theprotocol/<registry_name>``."""
+    return params['stack_dir'] or os.path.join(DEFAULT_BASE, params['registry_name'])
+
+
+def container_name(registry_name, service):
+    """Compose's container name of ``service`` (the guide's ``<registry>-<service>``)."""
+    return '%s-%s' % (registry_name, service)
+
+
+def docker_client(module, params, extra_timeout=0):
+    """A Docker client that answered a ping, or fail saying how to reach the daemon."""
+    try:
+        client = docker.DockerClient(base_url=params['docker_host'],
+                                     timeout=int(max(params['timeout'], 1)) + extra_timeout)
+        client.ping()
+    except Exception as exc:  # pylint: disable=broad-except
+        # DockerException, or requests' ConnectionError from older SDKs (Debian 12's 5.0) that do not wrap it.
+        module.fail_json(msg='Cannot reach the Docker daemon at %s (%s). Run the task on the registry host with '
+                             'become (root, or a member of the docker group).' % (params['docker_host'],
+                                                                                 type(exc).__name__))
+    return client
