@@ -186,6 +186,55 @@ def test_rotation_live_with_data_kept_and_health_probed(host, dkr):
     assert "rotate ok keys=POSTGRES_PASSWORD,REDIS_PASSWORD,INTERNAL_API_KEY" in log
 
 
+def _checklist_report(report_dir):
+    import json
+    path = report_dir / f"{HOST}.json"
+    assert path.exists(), f"no checklist report {path}"
+    return json.loads(path.read_text())
+
+
+def test_rotation_runs_the_checklist_and_a_failed_check_fails_the_run(host, tmp_path):
+    """theprotocol_rotation_checklist=true: the security checklist runs on the rotated stack and
+    its host report is written; a failed check (cert-writer stopped: a real fault that the rotation
+    itself does not touch) fails the run after a complete rotation, which is not rolled back."""
+    # Passing: every check pass (eventstore_writes_ok may warn: the registry has just been recreated).
+    report_dir = tmp_path / "ok"
+    old = values(host)
+    rc, out = rotate("-e", "theprotocol_rotation_checklist=true", "-e", f"theprotocol_checklist_report_dir={report_dir}")
+    assert rc == 0, out[-5000:]
+    assert "TASK [theprotocol.operator.security_checklist : Evaluate the security checklist" in out
+    report = _checklist_report(report_dir)
+    assert report["registry_name"] == REGISTRY and report["status"] in ("pass", "warn"), report["summary"]
+    assert not report["summary"]["failed"], report["summary"]
+    statuses = {r["id"]: r["status"] for r in report["results"]}
+    assert statuses["db_passwords_not_default"] == "pass", report["results"]
+    assert not (report_dir / "fleet.json").exists()  # per-batch fleet reports are off in this playbook
+    new = values(host)
+    assert all(new[k] != old[k] for k in KEYS)
+    text = out + (report_dir / f"{HOST}.json").read_text() + (report_dir / f"{HOST}.md").read_text()
+    for value in list(old.values()) + list(new.values()):
+        assert value not in text, "a secret value appears in the output or the checklist report"
+
+    # Failing: the rotation completes, the checklist fails, the run fails (and would stop a rollout).
+    report_dir = tmp_path / "fail"
+    old = values(host)
+    sh(host, f"docker stop -t 5 {REGISTRY}-cert-writer")
+    try:
+        rc, out = rotate("-e", "theprotocol_rotation_checklist=true", "-e", f"theprotocol_checklist_report_dir={report_dir}")
+    finally:
+        sh(host, f"docker start {REGISTRY}-cert-writer")
+    assert rc != 0, out[-5000:]
+    assert "Security checklist of registry3" in out and "cert_writer_running" in out, out[-5000:]
+    assert "failed and was rolled back" not in out
+    report = _checklist_report(report_dir)
+    assert report["status"] == "fail" and "cert_writer_running" in report["summary"]["failed"], report["summary"]
+    new = values(host)
+    assert all(new[k] != old[k] for k in KEYS)  # the rotation itself went through and stays
+    assert pg_ok(host, new["POSTGRES_PASSWORD"]) and health(host) == "200"
+    log = sh(host, ["cat", f"{STACK}/secret-rotation.log"])[1].strip().splitlines()
+    assert "rotate ok keys=POSTGRES_PASSWORD,REDIS_PASSWORD,INTERNAL_API_KEY" in log[-1]
+
+
 def _inject_and_expect_rollback(host, tag, *args, before=None, after=None, extra=()):
     old_bytes, old = env_bytes(host), values(host)
     count = seed(host, old, tag)
@@ -245,15 +294,23 @@ def test_rollback_when_the_registry_does_not_come_back_healthy(host):
         sh(host, f"docker unpause {REGISTRY}-registry", check=False)
 
 
-def test_guides_procedure_breaks_the_database_and_repair_fixes_it(host):
-    """The guide: new values in .env.operator, down, up -d -> the registry is locked out."""
-    old = values(host)
-    count = seed(host, old, "naive")
+def guides_procedure(host):
+    """The guide's rotation: new values written into .env.operator, then down and up -d. Keeps
+    a copy of the old file first, as an operator would (the repair reads Redis' live password
+    from it). Returns the new values. Also used by benchmarks/rotation.py."""
     sh(host, f"cp -p {ENV} {ENV}.20000101T000000Z.bak")  # what the guide leaves: a copy with the old values
     new = {k: f"naive-{k.lower()}-{os.urandom(8).hex()}" for k in KEYS}
     sh(host, "sed -i " + " ".join(f"-e 's|^{k}=.*|{k}={v}|'" for k, v in new.items()) + f" {ENV}")
     sh(host, f"cd {STACK} && docker compose -f docker-compose.operator.yml down && "
              f"docker compose -f docker-compose.operator.yml up -d")
+    return new
+
+
+def test_guides_procedure_breaks_the_database_and_repair_fixes_it(host):
+    """The guide: new values in .env.operator, down, up -d -> the registry is locked out."""
+    old = values(host)
+    count = seed(host, old, "naive")
+    new = guides_procedure(host)
     wait_for("the registry container to run", lambda: "running" in sh(
         host, f"docker inspect -f '{{{{.State.Status}}}}' {REGISTRY}-registry", check=False)[1], timeout=120)
     time.sleep(5)
