@@ -97,6 +97,6 @@ def docker_client(module, params, extra_timeout=0):
     except Exception as exc:  # pylint: disable=broad-except
         # DockerException, or requests' ConnectionError from older SDKs (Debian 12's 5.0) that do not wrap it.
         module.fail_json(msg='Cannot reach the Docker daemon at %s (%s). Run the task on the registry host with '
-                             'become (root, or a member of the docker group).' % (params['docker_host'],
-                                                                                 type(exc).__name__))
+                             'become (root, or a member of the docker group).'
+                             % (params['docker_host'], type(exc).__name__))
     return client

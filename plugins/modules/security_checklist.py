@@ -200,7 +200,6 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
 try:
-    import docker
     from docker.errors import DockerException, NotFound
 except ImportError:
     pass  # reported by _stack.fail_on_missing_requirements() with the package to install
