@@ -200,7 +200,8 @@ def test_rotation_runs_the_checklist_and_a_failed_check_fails_the_run(host, tmp_
     # Passing: every check pass (eventstore_writes_ok may warn: the registry has just been recreated).
     report_dir = tmp_path / "ok"
     old = values(host)
-    rc, out = rotate("-e", "theprotocol_rotation_checklist=true", "-e", f"theprotocol_checklist_report_dir={report_dir}")
+    rc, out = rotate("-e", "theprotocol_rotation_checklist=true",
+                     "-e", f"theprotocol_checklist_report_dir={report_dir}")
     assert rc == 0, out[-5000:]
     assert "TASK [theprotocol.operator.security_checklist : Evaluate the security checklist" in out
     report = _checklist_report(report_dir)
@@ -220,7 +221,8 @@ def test_rotation_runs_the_checklist_and_a_failed_check_fails_the_run(host, tmp_
     old = values(host)
     sh(host, f"docker stop -t 5 {REGISTRY}-cert-writer")
     try:
-        rc, out = rotate("-e", "theprotocol_rotation_checklist=true", "-e", f"theprotocol_checklist_report_dir={report_dir}")
+        rc, out = rotate("-e", "theprotocol_rotation_checklist=true",
+                     "-e", f"theprotocol_checklist_report_dir={report_dir}")
     finally:
         sh(host, f"docker start {REGISTRY}-cert-writer")
     assert rc != 0, out[-5000:]
