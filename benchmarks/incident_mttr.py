@@ -1,7 +1,7 @@
 """MTTR of playbooks/incident_response.yml on a lab host: kill the spire-agent container,
 run the playbook, and measure from the kill until the stack is green again (agent healthy,
-fresh SVID written after the cert-writer restart, nginx-federation serving it: the
-playbook's own verification, then every container healthy in Docker). Target: at most
+fresh SVID written after the cert-writer restart, nginx-federation serving it, security
+checklist green: the playbook's own verification, then every container healthy in Docker). Target: at most
 1.5 x the guide's 60 s wait (90 s). Results go to benchmarks/incident_mttr.json.
 
     .venv/bin/python benchmarks/incident_mttr.py [--host host5] [--runs 3]

@@ -20,7 +20,8 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _check
 
 RANK = {'error': -1, cl.FAIL: 0, cl.WARN: 1, cl.SKIP: 2, cl.PASS: 3}
 CELL = {cl.PASS: 'ok', cl.FAIL: 'FAIL', cl.WARN: 'WARN', cl.SKIP: 'SKIP'}
-NO_RESULT = 'no checklist result: the host failed or was unreachable before the check'
+NO_RESULT = ('no checklist result: the host failed or was unreachable before the check, or a serial rollout '
+             'stopped before its batch')
 
 
 def row(host, result, registry_name=None):

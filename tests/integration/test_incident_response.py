@@ -45,7 +45,14 @@ def host(dkr, lab):
 
 
 def inspect(host, service: str) -> dict:
-    return json.loads(sh(host, ["docker", "inspect", f"{REGISTRY}-{service}"])[1])[0]
+    # Read again when the exec's output arrives cut (seen once under load with the Docker SDK's exec_run).
+    for attempt in range(3):
+        try:
+            return json.loads(sh(host, ["docker", "inspect", f"{REGISTRY}-{service}"])[1])[0]
+        except json.JSONDecodeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def started(host, service: str) -> dt.datetime:
@@ -109,10 +116,26 @@ def ran(result: dict, name: str) -> bool:
     return any(not r.get("skipped") for r in task_results(result, name))
 
 
+CHECKLIST_GREEN = "Verify the security checklist is green"
+
+
+def checklist_green(result: dict) -> dict:
+    """The recovery's checklist verification: ran, no check failed, all checks evaluated."""
+    res = task_results(result, CHECKLIST_GREEN)
+    assert res and not res[0].get("skipped"), res
+    summary = res[0]["summary"]
+    assert summary["failed"] == [] and summary["total"] == 12, summary
+    assert "security checklist green: " in json.dumps(result)
+    return summary
+
+
 def test_healthy_stack_changes_nothing(stack):
     rc, result = respond(stack)
     assert rc == 0, result
     assert classification(result)["category"] == "healthy"
+    evidence_checklist = task_results(result, "Run the security checklist (evidence)")[0]
+    assert evidence_checklist["summary"]["status"] == "pass", evidence_checklist["summary"]
+    assert "Security checklist: PASS" in json.dumps(result)
     assert recap(result)[HOST]["changed"] == 0
     assert "healthy - nothing to do, nothing was changed" in json.dumps(result)
     assert not list(stack.iterdir())
@@ -140,6 +163,7 @@ def test_cert_writer_stopped_check_mode_then_only_cert_writer_restarted(host, st
     verify = task_results(result, "Verify (agent healthy, fresh SVID written, nginx-federation serving it)")[0]
     assert verify["classification"]["category"] == "healthy"
     assert verify["svid"]["written_at"] >= verify["containers"]["cert-writer"]["started_at"]
+    checklist_green(result)
     wait_stack_healthy(host)
 
 
@@ -158,9 +182,84 @@ def test_agent_killed_recovered_with_the_60s_wait(host, stack):
     assert verify["agent_healthcheck"]["output"] == "Agent is healthy."
     assert verify["served"]["matches_svid"] is True
     assert verify["svid"]["written_at"] >= verify["containers"]["cert-writer"]["started_at"]
+    checklist_green(result)
     print(f"agent killed -> recovered in {time.monotonic() - t0:.0f}s; cert-writer started "
           f"{(writer - agent).total_seconds():.1f}s after the agent")
     wait_stack_healthy(host)
+
+
+def test_restarts_that_leave_the_checklist_failing_are_escalated(host, stack):
+    """cert-writer stopped (a local fault restarts fix) and .env.operator world-readable (one they don't):
+    the restart works, the evidence says healthy, but the checklist is not green, so it escalates."""
+    env = f"{STACK_DIR}/.env.operator"
+    sh(host, ["docker", "stop", f"{REGISTRY}-cert-writer"])
+    sh(host, ["chmod", "0644", env])
+    try:
+        rc, result = respond(stack, "-e", "incident_response_mail_enabled=false",
+                             "-e", "incident_response_verify_retries=2")
+        assert rc != 0
+        assert classification(result)["faults"] == ["cert_writer"]
+        assert ran(result, "Restart cert-writer")
+        verify = task_results(result, "Verify (agent healthy, fresh SVID written, nginx-federation serving it)")[0]
+        assert verify["classification"]["category"] == "healthy"
+        green = task_results(result, CHECKLIST_GREEN)[0]
+        assert green["summary"]["failed"] == ["env_file_permissions"], green["summary"]
+        text = json.dumps(result)
+        assert "security checklist NOT green, failing: env_file_permissions" in text
+        assert "ESCALATED (local_fault)" in text
+        assert recap(result)[HOST]["failures"] == 1  # the escalation's own failure, no task error
+        bundles = list(stack.glob("incident-registry5-*.tar.gz"))
+        assert len(bundles) == 1
+        with tarfile.open(bundles[0]) as tar:
+            member = [n for n in tar.getnames() if n.endswith("/checklist.json")][0]
+            checklists = json.loads(tar.extractfile(member).read())
+        assert checklists["verify"]["summary"]["failed"] == ["env_file_permissions"]
+        assert "env_file_permissions" in checklists["identify"]["summary"]["failed"]
+    finally:
+        sh(host, ["chmod", "0600", env])
+        sh(host, ["docker", "start", f"{REGISTRY}-cert-writer"])
+        wait_stack_healthy(host)
+        for bundle in stack.glob("*.tar.gz"):
+            bundle.unlink()
+
+
+def test_spire_server_unreachable_is_escalated_without_restart(dkr, lab, host, stack):
+    """host5 cut off the lab network (Ansible reaches it through Docker, not the network), the agent
+    restarted without a cached workload SVID: classified server_unreachable, no restart, escalated."""
+    network, address = dkr.networks.get(lab["network"]), lab["hosts"][HOST]["address"]
+    network.disconnect(host)
+    try:
+        sh(host, ["docker", "restart", f"{REGISTRY}-spire-agent"])
+        time.sleep(5)
+        rc, result = respond(stack, "-e", "incident_response_mail_enabled=false")
+        assert rc != 0
+        c = classification(result)
+        assert c["category"] == "server_unreachable" and c["escalate"] and not c["restart"], c
+        assert any("does not accept TCP connections" in r for r in c["reasons"]), c["reasons"]
+        assert not ran(result, "Restart spire-agent") and not ran(result, "Restart cert-writer")
+        # The agent, unable to reach its server, exits and Docker's restart policy starts it again:
+        # its StartedAt moves on its own. What must not happen is a restart by the playbook.
+        assert "restarted (Docker State.StartedAt)" not in json.dumps(result)
+        assert "ESCALATED (server_unreachable)" in json.dumps(result)
+        assert recap(result)[HOST]["failures"] == 1  # the escalation's own failure, no task error
+        assert len(list(stack.glob("incident-registry5-*.tar.gz"))) == 1
+    finally:
+        network.reload()
+        if host.id not in [c.id for c in network.containers]:
+            network.connect(host, ipv4_address=address)
+        sh(host, ["docker", "restart", f"{REGISTRY}-spire-agent"])
+        restore_after_agent_restart(host, stack)
+
+
+def restore_after_agent_restart(host, stack):
+    """After a test restarted the agent: wait for it, restart cert-writer, wait for the stack, drop bundles."""
+    wait_for("the agent to be healthy again", lambda: "Agent is healthy." in sh(
+        host, ["docker", "exec", f"{REGISTRY}-spire-agent", "/opt/spire/bin/spire-agent", "healthcheck"],
+        check=False)[1], timeout=120, interval=3)
+    sh(host, ["docker", "restart", f"{REGISTRY}-cert-writer"])
+    wait_stack_healthy(host)
+    for bundle in stack.glob("*.tar.gz"):
+        bundle.unlink()
 
 
 def _mails(dkr, smtp) -> set:
@@ -182,7 +281,8 @@ def test_agent_banned_is_escalated_by_mail_without_restart(dkr, lab, host, stack
         rc, out = respond(stack, "-vvv", "-e", f"incident_response_smtp_host={smtp['address']}",
                           "-e", f"incident_response_smtp_port={smtp['port']}",
                           "-e", f"incident_response_smtp_username={smtp['user']}",
-                          "-e", f"incident_response_smtp_password={smtp['password']}", structured=False)
+                          "-e", f"incident_response_smtp_password={smtp['password']}",
+                          "-e", f"incident_response_smtp_ca_path={smtp['ca_cert']}", structured=False)
         assert rc != 0, out[-3000:]
         assert "ESCALATED (revoked)" in out and "registry5: revoked" in out
         assert "TASK [theprotocol.operator.incident_response : Restart spire-agent]" not in out
@@ -204,6 +304,7 @@ def test_agent_banned_is_escalated_by_mail_without_restart(dkr, lab, host, stack
         raw = sh(sink, ["cat", f"{smtp['spool']}/{new.pop()}"])[1].encode()
         msg = email.message_from_bytes(raw)
         assert msg["X-Sink-TLS"] == "yes" and msg["X-Sink-Auth"] == "yes"
+        assert "over TLSv1.3, server certificate verified" in out
         assert "security@example.com" in msg["X-Sink-Rcpt-To"] and "revoked" in msg["Subject"]
         attached = [p for p in msg.walk() if (p.get_filename() or "").endswith(".tar.gz")]
         assert [p.get_filename() for p in attached] == [bundles[0].name]
@@ -217,13 +318,7 @@ def test_agent_banned_is_escalated_by_mail_without_restart(dkr, lab, host, stack
         # Restore: remove the banned agent entry (evict), then the agent re-attests with the same certificate.
         server_cli(dkr, lab, "agent", "evict", "-spiffeID", agent_id)
         sh(host, ["docker", "restart", f"{REGISTRY}-spire-agent"])
-        wait_for("the agent to be healthy again", lambda: "Agent is healthy." in sh(
-            host, ["docker", "exec", f"{REGISTRY}-spire-agent", "/opt/spire/bin/spire-agent", "healthcheck"],
-            check=False)[1], timeout=120, interval=3)
-        sh(host, ["docker", "restart", f"{REGISTRY}-cert-writer"])
-        wait_stack_healthy(host)
-        for bundle in stack.glob("*.tar.gz"):
-            bundle.unlink()
+        restore_after_agent_restart(host, stack)
 
 
 def _reset_agent(host, image: str):
@@ -256,6 +351,9 @@ def test_x509pop_expired_is_escalated(host, lab, stack):
         assert rc != 0
         c = classification(result)
         assert c["category"] == "x509pop_expired" and c["escalate"] and not c["restart"]
+        # rc != 0 because of the escalation itself (fail_on_escalation), not of a task error
+        assert "ESCALATED (x509pop_expired)" in json.dumps(result)
+        assert recap(result)[HOST]["failures"] == 1
         assert not ran(result, "Restart spire-agent") and not ran(result, "Restart cert-writer")
         assert inspect(host, "cert-writer")["State"]["StartedAt"] == writer_before
         assert len(list(stack.glob("incident-registry5-*.tar.gz"))) == 1
@@ -263,13 +361,7 @@ def test_x509pop_expired_is_escalated(host, lab, stack):
         put_file(host, f"{STACK_DIR}/spire/x509pop.crt", original_crt)
         put_file(host, f"{STACK_DIR}/spire/x509pop.key", original_key, 0o600)
         _reset_agent(host, image)
-        wait_for("the agent to be healthy again", lambda: "Agent is healthy." in sh(
-            host, ["docker", "exec", f"{REGISTRY}-spire-agent", "/opt/spire/bin/spire-agent", "healthcheck"],
-            check=False)[1], timeout=120, interval=3)
-        sh(host, ["docker", "restart", f"{REGISTRY}-cert-writer"])
-        wait_stack_healthy(host)
-        for bundle in stack.glob("*.tar.gz"):
-            bundle.unlink()
+        restore_after_agent_restart(host, stack)
 
 
 def test_no_env_value_in_any_output_or_bundle(host):
