@@ -324,7 +324,11 @@ def check_spire_agent_healthy(container, healthcheck, agent_svid_pem, bundle_pem
         failures.append('spire-agent healthcheck exited %s: %s' % ((healthcheck or {}).get('exit_code'),
                                                                    output.splitlines()[-1][:200] if output else
                                                                    'no output'))
-    banned = [line for dummy, line in agent_log_lines if _BANNED_RE.search(line)]
+    # Only what the running agent logged: `docker logs` keeps the lines of earlier runs of the container,
+    # and a ban that the frame lifted (agent evicted, restarted, attested again) must not fail the check.
+    started = parse_timestamp(container.get('started_at') or '') if container.get('started_at') else None
+    banned = [line for stamp, line in agent_log_lines
+              if _BANNED_RE.search(line) and (started is None or stamp is None or stamp >= started)]
     if banned:
         failures.append('the agent log says it is banned ("Agent is banned"): the parent frame banned this agent')
     agent_id = None

@@ -132,6 +132,16 @@ def test_spire_agent_healthy_pass_and_no_identity(pki, svid):
     res = cl.check_spire_agent_healthy(RUNNING, healthy, agent_pem, svid['bundle'], 'example.com',
                                        docker_log(AGENT_BANNED), docker_log(CW_LINES), pki.now)
     assert res['status'] == 'fail' and any('banned' in e for e in res['evidence'])
+    # The same ban line from before the container's current start (the frame evicted the agent, it was
+    # restarted and attested again): not this run's state.
+    restarted = dict(RUNNING, started_at='2026-06-04T11:59:51.000000000Z')
+    res = cl.check_spire_agent_healthy(restarted, healthy, agent_pem, svid['bundle'], 'example.com',
+                                       docker_log(AGENT_BANNED), docker_log(CW_LINES), pki.now)
+    assert res['status'] == 'pass', res
+    before_ban = dict(RUNNING, started_at='2026-06-04T11:59:49.000000000Z')
+    res = cl.check_spire_agent_healthy(before_ban, healthy, agent_pem, svid['bundle'], 'example.com',
+                                       docker_log(AGENT_BANNED), docker_log(CW_LINES), pki.now)
+    assert res['status'] == 'fail' and any('banned' in e for e in res['evidence'])
     res = cl.check_spire_agent_healthy(RUNNING, healthy, None, svid['bundle'], 'example.com', [], [], pki.now)
     assert res['status'] == 'fail' and any('holds no SVID' in e for e in res['evidence'])
     res = cl.check_spire_agent_healthy(STOPPED, None, agent_pem, svid['bundle'], 'example.com', [], [], pki.now)
