@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
@@ -86,6 +87,36 @@ def stack_dir(params):
 def container_name(registry_name, service):
     """Compose's container name of ``service`` (the guide's ``<registry>-<service>``)."""
     return '%s-%s' % (registry_name, service)
+
+
+class ExecTimeout(Exception):
+    """A ``docker exec`` in a stack container gave no answer in time."""
+
+
+def exec_run(container, argv, timeout, **kwargs):
+    """``container.exec_run(argv, **kwargs)``, given up after ``timeout`` seconds (raises ExecTimeout).
+
+    When a container dies during an exec (a crash-looping spire-agent), Docker can leave the exec's
+    stream open, and the SDK reads attached streams without a socket timeout: the call would never
+    return. It runs in a daemon thread, so that a stuck one does not hold the module at exit.
+    """
+    box = {}
+
+    def target():
+        try:
+            box['result'] = container.exec_run(argv, **kwargs)
+        except Exception as exc:  # pylint: disable=broad-except
+            box['error'] = exc
+
+    worker = threading.Thread(target=target, name='exec %s' % argv[0], daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise ExecTimeout('`%s` in %s gave no answer within %d s (the container may be restarting)'
+                          % (' '.join(argv), getattr(container, 'name', 'the container'), timeout))
+    if 'error' in box:
+        raise box['error']
+    return box['result']
 
 
 def docker_client(module, params, extra_timeout=0):

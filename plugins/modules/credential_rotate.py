@@ -187,6 +187,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
+from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
 try:
@@ -209,7 +210,10 @@ class DockerExecutor:
             return 125, 'container %s not found' % container
         if found.status != 'running':
             return 125, 'container %s is %s' % (container, found.status)
-        result = found.exec_run(argv, environment=env)
+        try:
+            result = stack.exec_run(found, argv, 60, environment=env)
+        except stack.ExecTimeout as exc:
+            return 124, str(exc)
         return result.exit_code, (result.output or b'').decode('utf-8', 'replace')
 
 

@@ -325,13 +325,14 @@ def collect(module, client):
     agent = handles['spire-agent']
     if agent is not None and containers['spire-agent']['running']:
         try:
-            res = agent.exec_run(['/opt/spire/bin/spire-agent', 'healthcheck'])
+            res = stack.exec_run(agent, ['/opt/spire/bin/spire-agent', 'healthcheck'], params['timeout'])
             healthcheck = {'rc': res.exit_code, 'output': redactor.text(res.output.decode('utf-8', 'replace')).strip(),
                            'at': inc.isoformat(inc.utcnow())}
-            res = agent.exec_run(['/opt/spire/bin/spire-agent', '--version'])
+            res = stack.exec_run(agent, ['/opt/spire/bin/spire-agent', '--version'], params['timeout'])
             agent_version = res.output.decode('utf-8', 'replace').strip() or None
-        except docker.errors.APIError as exc:
-            healthcheck = {'rc': None, 'output': redactor.text(str(exc)), 'at': inc.isoformat(inc.utcnow())}
+        except (docker.errors.APIError, stack.ExecTimeout) as exc:
+            if healthcheck is None:
+                healthcheck = {'rc': None, 'output': redactor.text(str(exc)), 'at': inc.isoformat(inc.utcnow())}
 
     volume = params['certs_volume'] or '%s_certs' % registry
     svid_pem, written_at, svid_error = None, None, None

@@ -261,7 +261,9 @@ class Gatherer:
         if obj is None or not info['running']:
             return dict(exit_code=None, output='container not running')
         try:
-            res = obj.exec_run(argv, environment=environment, stdout=True, stderr=True)
+            res = stack.exec_run(obj, argv, self.timeout, environment=environment, stdout=True, stderr=True)
+        except stack.ExecTimeout as exc:
+            return dict(exit_code=None, output=str(exc))
         except DockerException as exc:
             return dict(exit_code=None, output='exec failed: %s' % type(exc).__name__)
         return dict(exit_code=res.exit_code, output=(res.output or b'').decode('utf-8', 'replace')[-2000:])

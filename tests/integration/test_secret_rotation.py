@@ -222,7 +222,7 @@ def test_rotation_runs_the_checklist_and_a_failed_check_fails_the_run(host, tmp_
     sh(host, f"docker stop -t 5 {REGISTRY}-cert-writer")
     try:
         rc, out = rotate("-e", "theprotocol_rotation_checklist=true",
-                     "-e", f"theprotocol_checklist_report_dir={report_dir}")
+                         "-e", f"theprotocol_checklist_report_dir={report_dir}")
     finally:
         sh(host, f"docker start {REGISTRY}-cert-writer")
     assert rc != 0, out[-5000:]
