@@ -18,6 +18,7 @@ ARGUMENT_SPEC = dict(
     hosts=dict(type='list', elements='str', required=True),
     result_var=dict(type='str', default='security_checklist_result'),
     registry_names=dict(type='dict', default={}),
+    pending=dict(type='list', elements='str', default=[]),
     host_reports=dict(type='bool', default=True),
     fleet_report=dict(type='bool', default=True),
 )
@@ -39,7 +40,7 @@ class ActionModule(ActionBase):
         for host in args['hosts']:
             found = hostvars[host].get(args['result_var']) if host in hostvars else None
             results[host] = found if isinstance(found, dict) else None
-        rows = report.rows(results, args['registry_names'])
+        rows = report.rows(results, args['registry_names'], set(args['pending']))
         docs = report.documents(rows, args['host_reports'], args['fleet_report'])
         try:
             # Reports are output of the run, written in check mode too; they never count as a change.
@@ -50,4 +51,5 @@ class ActionModule(ActionBase):
         return dict(changed=False, dest=args['dest'], files=sorted(docs), written=written,
                     table=report.fleet_table(rows),
                     failing_hosts=[r['host'] for r in rows if r['status'] in ('fail', 'error')],
-                    warning_hosts=[r['host'] for r in rows if r['status'] == 'warn'])
+                    warning_hosts=[r['host'] for r in rows if r['status'] == 'warn'],
+                    pending_hosts=[r['host'] for r in rows if r['status'] == report.PENDING])

@@ -18,15 +18,19 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 
-RANK = {'error': -1, cl.FAIL: 0, cl.WARN: 1, cl.SKIP: 2, cl.PASS: 3}
+PENDING = 'pending'
+RANK = {'error': -1, cl.FAIL: 0, cl.WARN: 1, cl.SKIP: 2, cl.PASS: 3, PENDING: 4}
 CELL = {cl.PASS: 'ok', cl.FAIL: 'FAIL', cl.WARN: 'WARN', cl.SKIP: 'SKIP'}
-NO_RESULT = ('no checklist result: the host failed or was unreachable before the check, or a serial rollout '
-             'stopped before its batch')
+NO_RESULT = 'no checklist result: the host failed or was unreachable before the check'
+NOT_YET = 'not checked: its batch of the serial rollout had not run when this report was written'
 
 
-def row(host, result, registry_name=None):
-    """One report row from a module result (or from a failed/missing one: status ``error``)."""
+def row(host, result, registry_name=None, pending=False):
+    """One report row from a module result; without one: ``pending`` (a later serial batch) or ``error``."""
     result = result or {}
+    if pending and not result:
+        return dict(host=host, rank=RANK[PENDING], status=PENDING, registry_name=registry_name, checked_at=None,
+                    duration_seconds=None, summary={}, results=[], error=None, note=NOT_YET)
     if 'results' in result:
         return dict(host=host, rank=RANK[result['summary']['status']], status=result['summary']['status'],
                     registry_name=result.get('registry_name'), checked_at=result.get('checked_at'),
@@ -36,10 +40,10 @@ def row(host, result, registry_name=None):
                 duration_seconds=None, summary={}, results=[], error=result.get('msg') or NO_RESULT)
 
 
-def rows(results_by_host, registry_names=None):
-    """Rows of every host, failing hosts first, then by host name."""
+def rows(results_by_host, registry_names=None, pending=()):
+    """Rows of every host, failing hosts first, then by host name; ``pending``: hosts of later batches."""
     registry_names = registry_names or {}
-    out = [row(h, r, registry_names.get(h)) for h, r in results_by_host.items()]
+    out = [row(h, r, registry_names.get(h), h in pending) for h, r in results_by_host.items()]
     return sorted(out, key=lambda r: (r['rank'], r['host']))
 
 
@@ -52,7 +56,8 @@ def fleet_json(all_rows):
         generated_by='theprotocol.operator.security_checklist', hosts=all_rows,
         totals=dict(hosts=len(all_rows),
                     failing_hosts=[r['host'] for r in all_rows if r['status'] in (cl.FAIL, 'error')],
-                    warning_hosts=[r['host'] for r in all_rows if r['status'] == cl.WARN])))
+                    warning_hosts=[r['host'] for r in all_rows if r['status'] == cl.WARN],
+                    pending_hosts=[r['host'] for r in all_rows if r['status'] == PENDING])))
 
 
 def _md_cell(text):
@@ -94,6 +99,7 @@ def fleet_markdown(all_rows):
 
 def junit(all_rows):
     """JUnit XML: one testsuite per host, one testcase per check (an ``error`` case for a host without result)."""
+    all_rows = [one for one in all_rows if one['status'] != PENDING]
     checks = [res for one in all_rows for res in one['results']]
     errors = [one for one in all_rows if one['error']]
 
@@ -135,7 +141,7 @@ def documents(all_rows, host_reports=True, fleet_report=True):
     """File name -> content of every report of a run."""
     docs = {}
     if host_reports:
-        for one in all_rows:
+        for one in (r for r in all_rows if r['status'] != PENDING):
             docs['%s.json' % one['host']] = to_json(one)
             docs['%s.xml' % one['host']] = junit([one])
             docs['%s.md' % one['host']] = host_markdown(one)

@@ -53,6 +53,13 @@ options:
     description: Name of the variable each host registered the M(theprotocol.operator.security_checklist) result in.
     type: str
     default: security_checklist_result
+  pending:
+    description:
+      - Hosts that a serial rollout has not reached yet (usually C(ansible_play_hosts) minus C(ansible_play_batch)).
+        Without a result they are reported as C(pending), not C(error), and get no host report.
+    type: list
+    elements: str
+    default: []
   registry_names:
     description: Host -> registry name, used for hosts without a result.
     type: dict
@@ -125,4 +132,10 @@ warning_hosts:
   type: list
   elements: str
   sample: [host2]
+pending_hosts:
+  description: Hosts of O(pending) without a result yet.
+  returned: success
+  type: list
+  elements: str
+  sample: [host3, host4]
 """

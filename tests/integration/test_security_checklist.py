@@ -124,17 +124,40 @@ def test_missing_requirement_is_installed_then_the_checklist_is_one_task(stack, 
         rc, text = run_playbook("playbooks/verify.yml", "-l", HOST, "-e", "security_checklist_install_requirements=false",
                                 "-e", f"theprotocol_checklist_report_dir={tmp_path / 'refused'}", structured=False)
         assert rc != 0
-        assert "python3-cryptography" in text and "Failed to import the required Python library" in text
-        assert "TASK [theprotocol.operator.security_checklist : Install the checklist module's requirements" not in text
+        assert "Failed to import the required Python library" in text
+        assert "set security_checklist_install_requirements: true to install python3-cryptography" in text
+        # The failure is in the reports too, as an error row.
+        refused = json.loads((tmp_path / "refused" / f"{HOST}.json").read_text())
+        assert refused["status"] == "error" and "python3-cryptography" in refused["error"]
         results, text, out = verify(tmp_path, name="installed")
         assert set(statuses(results).values()) == {"pass"}
-        assert "Install the checklist module's requirements python3-cryptography" in text
-        assert "rescued=1" in text
+        assert re.search(r"Install the checklist module's requirements, reported missing by the module\]"
+                         r" \*+\nchanged: \[" + HOST, text), text[-3000:]
     finally:
         sh(stack, ["apt-get", "install", "-y", "-q", "python3-cryptography"])
     results, text, out = verify(tmp_path, name="again")
     assert set(statuses(results).values()) == {"pass"}
-    assert "Install the checklist module's requirements" not in text and "rescued=0" in text
+    assert re.search(r"Install the checklist module's requirements, reported missing by the module\]"
+                     r" \*+\nskipping: \[" + HOST, text), text[-3000:]
+
+
+def test_serial_rollout_reports_hosts_of_later_batches_as_pending(stack, tmp_path):
+    """serial 1 over host7 and a registry host whose container does not exist: batch 1 reports host7 and
+    the other host as pending (not as an error); batch 2 is unreachable, so the run stops there."""
+    extra = tmp_path / "ghost.yml"
+    extra.write_text(json.dumps({"all": {"children": {"theprotocol_registries": {"hosts": {"ghost": {
+        "ansible_connection": "community.docker.docker", "ansible_host": "lab-ghost-does-not-exist",
+        "theprotocol_registry_name": "ghost", "theprotocol_operator_name": "ghost"}}}}}}))
+    out = tmp_path / "serial"
+    rc, text = run_playbook("playbooks/verify.yml", "-i", str(extra), "-l", f"{HOST},ghost",
+                            "-e", "theprotocol_serial=1", "-e", f"theprotocol_checklist_report_dir={out}",
+                            "-e", f"theprotocol_checklist_eventstore_window={WINDOW}", structured=False)
+    assert rc != 0 and "ghost" in text
+    fleet = json.loads((out / "fleet.json").read_text())
+    assert [(h["host"], h["status"]) for h in fleet["hosts"]] == [(HOST, "pass"), ("ghost", "pending")]
+    assert fleet["totals"]["pending_hosts"] == ["ghost"] and fleet["totals"]["failing_hosts"] == []
+    assert (out / f"{HOST}.json").exists() and not (out / "ghost.json").exists()
+    assert "| ghost | None | PENDING |" in (out / "fleet.md").read_text()
 
 
 # --------------------------------------------------------------------------- faults, one by one

@@ -51,7 +51,7 @@ def test_rows_put_failing_hosts_first_and_keep_errors(tmp_path):
 def test_fleet_json_and_table(tmp_path):
     rows = report.rows(fleet(tmp_path))
     doc = json.loads(report.fleet_json(rows))
-    assert doc['totals'] == dict(hosts=4, failing_hosts=['host3', 'host4', 'host2'], warning_hosts=[])
+    assert doc['totals'] == dict(hosts=4, failing_hosts=['host3', 'host4', 'host2'], warning_hosts=[], pending_hosts=[])
     table = report.fleet_table(rows)
     assert table[0].split(' | ')[3:5] == ['spire_agent_healthy', 'cert_writer_running']
     assert len(table) == 2 + 4
@@ -123,3 +123,18 @@ def test_documents_respect_the_switches(tmp_path):
     rows = report.rows(fleet(tmp_path))
     assert sorted(report.documents(rows, host_reports=False)) == ['fleet.json', 'fleet.md', 'fleet.xml']
     assert all(not n.startswith('fleet') for n in report.documents(rows, fleet_report=False))
+
+
+def test_hosts_of_later_serial_batches_are_pending_not_errors(tmp_path):
+    results = fleet(tmp_path)
+    results['host5'] = None  # a later batch: no result yet
+    rows = report.rows(results, pending={'host1', 'host5'})  # host1 ran in an earlier batch: has its result
+    by_host = dict((r['host'], r) for r in rows)
+    assert by_host['host5']['status'] == report.PENDING and by_host['host5']['note'] == report.NOT_YET
+    assert by_host['host1']['status'] == cl.PASS and by_host['host3']['status'] == 'error'
+    assert rows[-1]['host'] == 'host5'
+    assert json.loads(report.fleet_json(rows))['totals']['pending_hosts'] == ['host5']
+    assert '| host5 | None | PENDING |' in '\n'.join(report.fleet_table(rows))
+    suites = ET.fromstring(report.junit(rows))
+    assert 'host5' not in [s.get('name') for s in suites.findall('./testsuite')]
+    assert not [n for n in report.documents(rows) if n.startswith('host5.')]
