@@ -18,6 +18,7 @@ import re
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
+from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import DOCKER_TS_RE, parse_timestamp
 
 PASS, WARN, FAIL, SKIP = 'pass', 'warn', 'fail', 'skip'
 STATUSES = (PASS, WARN, FAIL, SKIP)
@@ -115,7 +116,6 @@ CHECKS = {
 }
 CHECK_IDS = tuple(CHECKS)
 
-_DOCKER_TS_RE = re.compile(r'^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})\s?(.*)$')
 _CW_FETCHED_RE = re.compile(r'cert-writer: fetched SVID spiffe_id=(\S+) serial=([0-9a-f]+) not_after=(\S+)')
 _CW_FAILED_RE = re.compile(r'cert-writer: fetch failed: (.*)$')
 _NO_IDENTITY_RE = re.compile(r'no identity issued|PermissionDenied|permission denied', re.I)
@@ -204,38 +204,13 @@ def scrub(value, secrets):
 
 # --------------------------------------------------------------------------- logs
 
-def _utc(value):
-    if value.tzinfo is None:
-        return value.replace(tzinfo=datetime.timezone.utc)
-    return value.astimezone(datetime.timezone.utc)
-
-
-def parse_timestamp(text):
-    """An aware UTC datetime from RFC 3339 text (fractions of any length), or None."""
-    match = _DOCKER_TS_RE.match(text.strip() + ' ')
-    if not match:
-        return None
-    base, frac, zone, dummy = match.groups()
-    try:
-        stamp = datetime.datetime.strptime(base, '%Y-%m-%dT%H:%M:%S')
-    except ValueError:
-        return None
-    if frac:
-        stamp = stamp.replace(microsecond=int((frac + '000000')[:6]))
-    if zone == 'Z':
-        return stamp.replace(tzinfo=datetime.timezone.utc)
-    sign = 1 if zone[0] == '+' else -1
-    offset = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-    return (stamp - sign * offset).replace(tzinfo=datetime.timezone.utc)
-
-
 def split_docker_log(text):
     """``[(time or None, line)]`` from ``docker logs --timestamps`` output."""
     out = []
     for raw in (text or '').splitlines():
         if not raw.strip():
             continue
-        match = _DOCKER_TS_RE.match(raw)
+        match = DOCKER_TS_RE.match(raw)
         if match:
             out.append((parse_timestamp(raw.split(' ', 1)[0]), match.group(4)))
         else:
@@ -326,7 +301,7 @@ def check_spire_agent_healthy(container, healthcheck, agent_svid_pem, bundle_pem
                                                                    'no output'))
     # Only what the running agent logged: `docker logs` keeps the lines of earlier runs of the container,
     # and a ban that the frame lifted (agent evicted, restarted, attested again) must not fail the check.
-    started = parse_timestamp(container.get('started_at') or '') if container.get('started_at') else None
+    started = parse_timestamp(container.get('started_at'))
     banned = [line for stamp, line in agent_log_lines
               if _BANNED_RE.search(line) and (started is None or stamp is None or stamp >= started)]
     if banned:
@@ -509,7 +484,7 @@ def check_eventstore_writes_ok(container, lines, window, now):
     if stats['auth_failures']:
         return result('eventstore_writes_ok', FAIL, [summary, 'last refusal at %s; e.g. "%s"' % (
             _iso(stats['last_auth_failure']), '", "'.join(stats['samples'][:2]))], **_stats_out(stats))
-    started = parse_timestamp(container.get('started_at') or '') if container.get('started_at') else None
+    started = parse_timestamp(container.get('started_at'))
     if not stats['ok'] and started is not None and started > since:
         return result('eventstore_writes_ok', WARN, [summary, 'the registry started only %d s ago, no write yet'
                                                      % _age(now, started)], **_stats_out(stats))

@@ -29,6 +29,7 @@ import re
 import traceback
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
+from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import DOCKER_TS_RE, parse_timestamp
 
 CRYPTOGRAPHY_IMP_ERR = None
 try:
@@ -72,7 +73,6 @@ _SECRET_HEADER_RE = re.compile(r'((?:Authorization|X-Internal-Key|X-Federation-L
 _URL_USERINFO_RE = re.compile(r'([a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@', re.I)
 _PRIVATE_KEY_RE = re.compile(r'-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)', re.S)
 
-_DOCKER_TS_RE = re.compile(r'^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})\s?(.*)$')
 _AUTH_FAILURE_RE = re.compile(r'401|403|unauthori[sz]ed', re.I)
 
 # What the SPIRE agent (v1.13) logs; the latest matching line of its log decides.
@@ -104,38 +104,12 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _utc(value):
-    if value.tzinfo is None:
-        return value.replace(tzinfo=datetime.timezone.utc)
-    return value.astimezone(datetime.timezone.utc)
-
-
 def isoformat(value):
     """ISO-8601 UTC with a 'Z' suffix and millisecond precision; None stays None."""
     if value is None:
         return None
-    value = _utc(value)
+    value = x509u.as_utc(value)
     return value.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (value.microsecond // 1000)
-
-
-def parse_timestamp(text):
-    """An aware UTC datetime from Docker's RFC 3339 timestamps (nanoseconds allowed); None if unusable."""
-    if not text or not isinstance(text, str) or text.startswith('0001-01-01'):
-        return None
-    match = _DOCKER_TS_RE.match(text.strip())
-    if not match:
-        return None
-    base, fraction, zone, dummy = match.groups()
-    micro = int((fraction or '0')[:6].ljust(6, '0'))
-    try:
-        value = datetime.datetime.strptime(base, '%Y-%m-%dT%H:%M:%S').replace(microsecond=micro)
-    except ValueError:
-        return None
-    if zone == 'Z':
-        return value.replace(tzinfo=datetime.timezone.utc)
-    sign = 1 if zone[0] == '+' else -1
-    offset = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-    return (value - sign * offset).replace(tzinfo=datetime.timezone.utc)
 
 
 # --------------------------------------------------------------------------- redaction
@@ -201,7 +175,7 @@ def split_log(raw, redactor=None):
     for text in (raw or '').splitlines():
         if not text.strip():
             continue
-        match = _DOCKER_TS_RE.match(text)
+        match = DOCKER_TS_RE.match(text)
         if match:
             stamp = parse_timestamp(text.split(' ', 1)[0])
             line = match.group(4)

@@ -252,7 +252,8 @@ def _utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _as_utc(value):
+def as_utc(value):
+    """``value`` as an aware UTC datetime (a naive one is taken as UTC)."""
     if value.tzinfo is None:
         return value.replace(tzinfo=datetime.timezone.utc)
     return value.astimezone(datetime.timezone.utc)
@@ -261,35 +262,35 @@ def _as_utc(value):
 def not_valid_before(cert):
     """Start of the validity window as an aware UTC datetime."""
     value = getattr(cert, 'not_valid_before_utc', None)
-    return _as_utc(value if value is not None else cert.not_valid_before)
+    return as_utc(value if value is not None else cert.not_valid_before)
 
 
 def not_valid_after(cert):
     """End of the validity window as an aware UTC datetime."""
     value = getattr(cert, 'not_valid_after_utc', None)
-    return _as_utc(value if value is not None else cert.not_valid_after)
+    return as_utc(value if value is not None else cert.not_valid_after)
 
 
 def isoformat(value):
     """ISO-8601 UTC with a 'Z' suffix, second precision."""
-    return _as_utc(value).strftime('%Y-%m-%dT%H:%M:%SZ')
+    return as_utc(value).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def remaining_seconds(cert, now=None):
     """Whole seconds until not_after (negative once expired)."""
-    now = _as_utc(now) if now is not None else _utcnow()
+    now = as_utc(now) if now is not None else _utcnow()
     return int((not_valid_after(cert) - now).total_seconds() // 1)
 
 
 def is_expired(cert, now=None):
     """True once ``now`` is past not_after."""
-    now = _as_utc(now) if now is not None else _utcnow()
+    now = as_utc(now) if now is not None else _utcnow()
     return now > not_valid_after(cert)
 
 
 def is_not_yet_valid(cert, now=None):
     """True while ``now`` is before not_before."""
-    now = _as_utc(now) if now is not None else _utcnow()
+    now = as_utc(now) if now is not None else _utcnow()
     return now < not_valid_before(cert)
 
 
@@ -383,7 +384,7 @@ def verify_chain(leaf, intermediates, bundle, now=None):
     leaf to the trust anchor (inclusive).
     """
     require_cryptography()
-    now = _as_utc(now) if now is not None else _utcnow()
+    now = as_utc(now) if now is not None else _utcnow()
     bundle = list(bundle or [])
     if not bundle:
         raise X509Error('The trust bundle holds no CA certificate. Check that the bundle file is the SPIRE bundle '
