@@ -31,25 +31,8 @@ author:
 extends_documentation_fragment:
   - theprotocol.operator._attributes
   - theprotocol.operator._attributes.info_module
-requirements:
-  - Docker SDK for Python (Debian python3-docker) on the registry host
-  - cryptography (Debian python3-cryptography) on the registry host
+  - theprotocol.operator._stack
 options:
-  registry_name:
-    description: Registry name; the compose project and the container prefix C(<registry_name>-<service>).
-    type: str
-    required: true
-  operator_name:
-    description: Operator name; the registry SPIFFE ID is C(spiffe://<trust_domain>/service/registry-<operator_name>).
-    type: str
-    required: true
-  trust_domain:
-    description: SPIFFE trust domain.
-    type: str
-    default: example.com
-  stack_dir:
-    description: Stack directory. Defaults to C(/opt/theprotocol/<registry_name>).
-    type: path
   env_file:
     description: Env file name in O(stack_dir); its secret values are redacted from everything collected.
     type: str
@@ -57,14 +40,6 @@ options:
   certs_volume:
     description: Docker volume that cert-writer writes to. Defaults to C(<registry_name>_certs).
     type: str
-  federation_host:
-    description: Where to reach nginx-federation from the registry host.
-    type: str
-    default: localhost
-  federation_port:
-    description: Published port of nginx-federation.
-    type: int
-    default: 8443
   cert_writer_interval:
     description: The cert-writer fetch interval in seconds. The SVID is stale when no set was written for twice this
       plus a minute.
@@ -86,14 +61,6 @@ options:
     description: Lines of the spire-agent log.
     type: int
     default: 200
-  timeout:
-    description: Timeout in seconds of every Docker call and network probe.
-    type: float
-    default: 10
-  docker_host:
-    description: Docker daemon URL.
-    type: str
-    default: unix:///var/run/docker.sock
 notes:
   - Run with become (root) on the registry host; the module reads the stack directory and the certs volume.
   - Timestamps are ISO-8601 UTC with milliseconds, for example V(2026-06-04T12:00:00.000Z).

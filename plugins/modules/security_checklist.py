@@ -30,37 +30,8 @@ author:
 extends_documentation_fragment:
   - theprotocol.operator._attributes
   - theprotocol.operator._attributes.info_module
-requirements:
-  - Docker SDK for Python (Debian python3-docker) on the registry host
-  - cryptography (Debian python3-cryptography) on the registry host
+  - theprotocol.operator._stack
 options:
-  registry_name:
-    description: Registry name; the containers are C(<registry_name>-<service>).
-    type: str
-    required: true
-  operator_name:
-    description: Operator name; the registry SPIFFE ID is C(spiffe://<trust_domain>/service/registry-<operator_name>).
-    type: str
-    required: true
-  trust_domain:
-    description: SPIFFE trust domain of the federation.
-    type: str
-    default: example.com
-  stack_dir:
-    description: Stack directory. Defaults to C(/opt/theprotocol/<registry_name>).
-    type: path
-  env_file:
-    description: Name of the env file in O(stack_dir).
-    type: str
-    default: .env.operator
-  federation_host:
-    description: Host name or address to probe nginx-federation on, from the registry host.
-    type: str
-    default: localhost
-  federation_port:
-    description: Published port of nginx-federation.
-    type: int
-    default: 8443
   cert_writer_interval:
     description: The cert-writer fetch interval in seconds; a fetch must be logged, and the files written, within twice it.
     type: int
@@ -88,14 +59,6 @@ options:
     description: Checks to evaluate (default all). Unselected checks are not reported.
     type: list
     elements: str
-  timeout:
-    description: Timeout in seconds for each Docker call and network probe.
-    type: float
-    default: 10
-  docker_host:
-    description: Docker daemon URL.
-    type: str
-    default: unix:///var/run/docker.sock
 notes:
   - Run with become (root). The module reads the stack directory, the certs volume and the agent's data directory.
 seealso:
