@@ -45,11 +45,17 @@ def sh(container, cmd, *, env=None, check=True, user="") -> tuple[int, str]:
     """Run a command in a container; return (exit code, combined output)."""
     if isinstance(cmd, str):
         cmd = ["/bin/sh", "-c", cmd]
-    res = container.exec_run(cmd, environment=env, user=user)
-    out = res.output.decode(errors="replace")
-    if check and res.exit_code != 0:
-        raise AssertionError(f"{cmd!r} in {container.name} exited {res.exit_code}: {out[-2000:]}")
-    return res.exit_code, out
+    # The docker CLI, not the SDK's exec_run: that one intermittently returns empty or cut output
+    # (docker/docker-py#2042, #3332), seen here as a curl status of '' and as half a `docker inspect`.
+    argv = ["docker", "exec"] + (["-u", user] if user else [])
+    for key, value in (env or {}).items():
+        argv += ["-e", f"{key}={value}"]
+    proc = subprocess.run(argv + [container.name, *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          check=False)
+    out = proc.stdout.decode(errors="replace")
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd!r} in {container.name} exited {proc.returncode}: {out[-2000:]}")
+    return proc.returncode, out
 
 
 def put_file(container, path: str, data: bytes, mode: int = 0o644) -> None:
