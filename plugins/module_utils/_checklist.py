@@ -26,6 +26,7 @@ SEVERITY = {FAIL: 0, WARN: 1, SKIP: 2, PASS: 3}
 SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
 SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD', 'INTERNAL_API_KEY')
 DB_SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD')
+DB_SECRET_SERVICES = {'POSTGRES_PASSWORD': 'db', 'REDIS_PASSWORD': 'redis'}
 
 # The guide's "Endpoints Protected by Federation Auth".
 FEDERATION_ENDPOINTS = (
@@ -580,14 +581,19 @@ def check_minting_disabled(env_value, container_value, container=None):
     return result('minting_disabled', PASS, 'MINTING_AUTHORITY=disabled in .env.operator and in the running registry')
 
 
-def check_db_passwords_not_default(values, live):
-    """``values``: key -> value from .env.operator (secrets); ``live``: key -> dict(ok, reason) from auth probes.
+def check_db_passwords_not_default(values, live, containers=None):
+    """``values``: key -> value from .env.operator (secrets); ``live``: key -> _live_auth verdict
+    (dict(ok, state, reason)); ``containers``: key -> info of the server's container.
 
+    Fails unless every key is in .env.operator, generated-looking and not reused, and its server
+    runs, accepts it and refuses the controls (a random wrong password; Redis: no password).
     Evidence names keys and reasons, never values.
     """
     failures, evidence = [], []
+    containers = containers or {}
     for key in SECRET_KEYS:
-        if key not in values:
+        if not values.get(key):
+            failures.append('%s is absent from .env.operator' % key)
             continue
         reason = _secrets.weakness(values.get(key), key)
         if reason:
@@ -601,18 +607,25 @@ def check_db_passwords_not_default(values, live):
         if len(keys) > 1:
             failures.append('%s hold the same value (reused)' % ' and '.join(keys))
     if not failures:
-        evidence.append('%s: generated-looking, not default, not reused' % ', '.join(k for k in SECRET_KEYS
-                                                                                     if k in values))
+        evidence.append('%s: generated-looking, not default, not reused' % ', '.join(SECRET_KEYS))
     for key in DB_SECRET_KEYS:
+        service = 'PostgreSQL' if key == 'POSTGRES_PASSWORD' else 'Redis'
         outcome = live.get(key)
         if outcome is None:
+            if values.get(key):
+                info = containers.get(key) or {}
+                state = 'does not exist' if not info.get('exists') else 'is %s' % (info.get('status') or 'not running')
+                failures.append('%s cannot be checked against %s: container %s %s' % (
+                    key, service, info.get('name') or DB_SECRET_SERVICES[key], state))
             continue
-        service = 'PostgreSQL' if key == 'POSTGRES_PASSWORD' else 'Redis'
         if outcome.get('ok'):
-            evidence.append('%s accepts %s from .env.operator' % (service, key))
-        else:
+            evidence.append('%s accepts %s from .env.operator and refuses a random wrong password%s' % (
+                service, key, ' and no password' if key == 'REDIS_PASSWORD' else ''))
+        elif outcome.get('state') == 'refused':
             failures.append('%s does not accept %s from .env.operator (%s): the running service uses another '
                             'password' % (service, key, outcome.get('reason') or 'refused'))
+        else:
+            failures.append('%s: %s' % (key, outcome.get('reason') or 'the live check failed'))
     if failures:
         return result('db_passwords_not_default', FAIL, failures + evidence)
     return result('db_passwords_not_default', PASS, evidence)

@@ -5,8 +5,9 @@
 """Live rotation of the stack's credentials (private to this collection).
 
 What the guide's rotation (new ``.env``, ``down``, ``up -d``) misses: PostgreSQL applies
-``POSTGRES_PASSWORD`` and the lab Redis its ACL only to an empty data directory, and
-compose copies ``secrets:`` into a container when it creates it. So a rotation has to
+``POSTGRES_PASSWORD`` only to an empty data directory, Redis takes its password from the ACL
+file that the operator_stack role wrote once (``redis/users.acl``), and compose copies
+``secrets:`` into a container when it creates it. So a rotation has to
 
 1. change the live credentials: PostgreSQL ``ALTER ROLE ... PASSWORD '<SCRAM verifier>'``
    (computed here, so the plaintext never reaches the server, its log or
@@ -15,7 +16,8 @@ compose copies ``secrets:`` into a container when it creates it. So a rotation h
 2. rewrite ``.env.operator`` (backup first, atomic write);
 3. recreate only the services that *read* a changed value at run time (the clients);
    the servers whose credential was changed live keep running;
-4. verify: new credentials accepted, old ones refused;
+4. verify: new credentials accepted, old ones refused, through :mod:`_live_auth` (PostgreSQL
+   over the network, every login with a control that must be refused);
 5. on failure, put the old live credentials and the old file back.
 
 Everything that talks to a container goes through an ``executor(container, argv, env)``
@@ -35,6 +37,8 @@ import re
 import unicodedata
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth
+from ansible_collections.theprotocol.operator.plugins.module_utils import _redis_acl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
 SCRAM_ITERATIONS = 4096
@@ -50,7 +54,7 @@ SECRET_SPECS = {
 }
 SUPPORTED_SECRETS = tuple(SECRET_SPECS)
 
-REDIS_USER = 'default'
+REDIS_USER = _redis_acl.DEFAULT_USER
 _HASH_RE = re.compile(r'^[0-9a-f]{64}$')
 _SCRAM_RE = re.compile(r'^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$')
 _VAR_REF_RE = r'\$(?:\{%s(?:[:?\-+}][^}]*)?\}?|%s(?![A-Za-z0-9_]))'
@@ -131,7 +135,7 @@ def scram_verifier_matches(password, verifier):
 
 def redis_password_hash(password):
     """The SHA-256 (hex) under which Redis ACLs keep a password (``#<hash>`` in ACL SETUSER)."""
-    return hashlib.sha256(password.encode('utf-8')).hexdigest()
+    return _redis_acl.password_hash(password)
 
 
 def parse_redis_json_replies(output):
@@ -288,7 +292,6 @@ def fingerprints(values):
 
 PSQL_LOCAL = ('psql -X -q -A -t -v ON_ERROR_STOP=1 -h /run/postgresql '
               '-U "$ROTATION_PG_USER" -d "$ROTATION_PG_DB"')
-PSQL_TCP = 'psql -X -q -A -t -w -h 127.0.0.1 -U "$ROTATION_PG_USER" -d "$ROTATION_PG_DB" -c "SELECT 1"'
 REDIS_CLI = 'redis-cli -h 127.0.0.1 --no-auth-warning --json'
 # The internal key goes in a header read from the environment, never on a command line.
 KEY_PROBE = ('import http.client, os\n'
@@ -333,9 +336,26 @@ class Live:
             reason = 'read-only' if 'read-only' in out else 'psql exited %d' % rc
             raise RotationError('PostgreSQL refused ALTER ROLE %s (%s).' % (self.pg_user, reason), 'postgres')
 
+    # Logins (through _live_auth: over the network for PostgreSQL, always with a control) ---------
+    def login(self, kind, passwords):
+        """``{label: accepted|refused|error}`` for ``passwords`` (label -> value) on ``kind``.
+
+        ``error`` for every label when the probe or its control could not run (server down).
+        RotationError when the server accepts a random wrong password (or Redis no password):
+        then no login proves anything, and nothing may be decided from one.
+        """
+        results, problem = _live_auth.run(lambda service, argv, env: self.run(self.containers[service], argv, env),
+                                          kind, passwords, self.pg_user, self.pg_db)
+        voided = None if problem else _live_auth.control_problem(kind, results)
+        if voided and voided[0] == 'accepts_any':
+            raise RotationError('%s Nothing can be verified against it: fix the server first.' % voided[1], kind)
+        if problem or voided:
+            return dict((label, _live_auth.ERROR) for label in passwords)
+        return dict((label, _live_auth.outcome(kind, *results[label]) if label in results else _live_auth.ERROR)
+                    for label in passwords)
+
     def pg_login_ok(self, password):
-        rc, dummy = self.run(self.containers['db'], ['/bin/sh', '-c', PSQL_TCP], self._pg_env(PGPASSWORD=password))
-        return rc == 0
+        return self.login('postgres', {'secret': password})['secret'] == _live_auth.ACCEPTED
 
     # Redis --------------------------------------------------------------------
     def _redis(self, password, commands):
@@ -365,11 +385,7 @@ class Live:
                                     'be written).' % (step, REDIS_USER), 'redis')
 
     def redis_login_ok(self, password):
-        try:
-            replies = self._redis(password, 'PING\n')
-        except RotationError:
-            return False
-        return replies == ['PONG']
+        return self.login('redis', {'secret': password})['secret'] == _live_auth.ACCEPTED
 
     # internal key ----------------------------------------------------------------
     def internal_key_status(self, key):

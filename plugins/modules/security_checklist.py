@@ -159,6 +159,7 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _check
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_probe as probe
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth as live_auth
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
@@ -266,26 +267,15 @@ class Gatherer:
 
 
 def _db_auth(gatherer, env, key):
-    if key == 'POSTGRES_PASSWORD':
-        user = env.value('POSTGRES_USER') or 'postgres'
-        database = env.value('POSTGRES_DB') or user
-        res = gatherer.exec_in('db', ['psql', '-h', '127.0.0.1', '-U', user, '-d', database, '-w', '-tAc', 'SELECT 1'],
-                               environment={'PGPASSWORD': env.value(key) or '', 'PGCONNECT_TIMEOUT': '5'})
-        ok = res['exit_code'] == 0 and res['output'].strip().endswith('1')
-    else:
-        res = gatherer.exec_in('redis', ['redis-cli', '-h', '127.0.0.1', '--no-auth-warning', 'ping'],
-                               environment={'REDISCLI_AUTH': env.value(key) or ''})
-        ok = res['exit_code'] == 0 and 'PONG' in res['output']
-    if ok:
-        return dict(ok=True)
-    if res['exit_code'] is None:
-        return dict(ok=False, reason=res['output'])
-    text = res['output'].lower()
-    if 'password authentication failed' in text or 'wrongpass' in text or 'noauth' in text or 'invalid' in text:
-        reason = 'authentication failed'
-    else:
-        reason = 'the check exited %s' % res['exit_code']
-    return dict(ok=False, reason=reason)
+    """The live check of ``key`` (with its controls) through _live_auth, in the db or redis container."""
+    kind = 'postgres' if key == 'POSTGRES_PASSWORD' else 'redis'
+    user = env.value('POSTGRES_USER') or 'postgres'
+
+    def executor(service, argv, environment):
+        res = gatherer.exec_in(service, argv, environment=environment)
+        return res['exit_code'], res['output']
+
+    return live_auth.check(executor, kind, env.value(key), user, env.value('POSTGRES_DB') or user)
 
 
 def run_checks(module, client):
@@ -359,7 +349,7 @@ def run_checks(module, client):
             submit('registry_log', g.logs, 'registry', now - datetime.timedelta(seconds=params['eventstore_window']))
         if 'db_passwords_not_default' in selected:
             for key in cl.DB_SECRET_KEYS:
-                if env.value(key) and g.container('db' if key == 'POSTGRES_PASSWORD' else 'redis')[1]['exists']:
+                if env.value(key) and g.container(cl.DB_SECRET_SERVICES[key])[1].get('running'):
                     submit('auth ' + key, _db_auth, g, env, key)
         if 'images_up_to_date' in selected:
             for service in cl.SERVICES:
@@ -419,7 +409,8 @@ def run_checks(module, client):
         elif check_id == 'db_passwords_not_default':
             values = dict((k, env.value(k)) for k in cl.SECRET_KEYS if k in env.keys())
             live = dict((k, done['auth ' + k]) for k in cl.DB_SECRET_KEYS if 'auth ' + k in done)
-            res = cl.check_db_passwords_not_default(values, live)
+            res = cl.check_db_passwords_not_default(values, live, dict((k, c(cl.DB_SECRET_SERVICES[k]))
+                                                                       for k in cl.DB_SECRET_KEYS))
         elif check_id == 'images_up_to_date':
             res = cl.check_images_up_to_date(dict((s, done['image ' + s]) for s in cl.SERVICES
                                                   if done.get('image ' + s) is not None))

@@ -6,6 +6,7 @@ log or docker inspect. About 4-5 minutes on the lab."""
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 
@@ -60,8 +61,22 @@ def values(host):
 
 
 def pg_ok(host, password):
-    return dexec(host, f"{REGISTRY}-db", "psql -X -w -h 127.0.0.1 -U registry -d registry -Atc 'select 1'",
-                 {"PGPASSWORD": password})[0] == 0
+    """PostgreSQL login over the stack network (`-h db`), the way the registry connects: the official
+    image trusts 127.0.0.1 inside the db container, so a login there proves nothing."""
+    code, out = dexec(host, f"{REGISTRY}-db", "psql -X -w -h db -U registry -d registry -Atc 'select 1'",
+                      {"PGPASSWORD": password})
+    assert code == 0 or "password authentication failed" in out, out  # refused, not unreachable
+    return code == 0
+
+
+def assert_servers_ask_for_passwords(host, vals):
+    """The controls: Redis refuses no password and a wrong one, PostgreSQL a wrong one over the network;
+    the stack's values are accepted."""
+    wrong = secrets.token_urlsafe(24)
+    assert "NOAUTH" in dexec(host, f"{REGISTRY}-redis", "redis-cli -h 127.0.0.1 ping")[1]
+    assert "WRONGPASS" in redis_cmd(host, wrong, "PING")
+    assert not pg_ok(host, wrong)
+    assert pg_ok(host, vals["POSTGRES_PASSWORD"]) and redis_cmd(host, vals["REDIS_PASSWORD"], "PING") == "PONG"
 
 
 def redis_cmd(host, password, command):
@@ -133,6 +148,10 @@ def rotate(*args):
     return run_playbook(PLAYBOOK, "-l", HOST, *args, structured=False)
 
 
+def test_servers_ask_for_passwords_before_any_rotation(host):
+    assert_servers_ask_for_passwords(host, values(host))
+
+
 def test_check_mode_lists_and_changes_nothing(host):
     before = env_bytes(host)
     listing = sh(host, ["ls", "-la", STACK])[1]
@@ -184,6 +203,16 @@ def test_rotation_live_with_data_kept_and_health_probed(host, dkr):
                             ("docker inspect", inspect)):
             assert value not in text, f"a secret value appears in the {where}"
     assert "rotate ok keys=POSTGRES_PASSWORD,REDIS_PASSWORD,INTERNAL_API_KEY" in log
+    assert_servers_ask_for_passwords(host, new)
+    # Redis keeps exactly the new password in its ACL file (ACL SAVE), so it survives a restart.
+    sh(host, f"cd {STACK} && docker compose -f docker-compose.operator.yml restart redis db")
+    wait_for("redis and db healthy after the restart", lambda: sh(
+        host, f"docker inspect -f '{{{{.State.Health.Status}}}}' {REGISTRY}-redis {REGISTRY}-db",
+        check=False)[1].split() == ["healthy", "healthy"], timeout=90)
+    assert_servers_ask_for_passwords(host, new)
+    assert "WRONGPASS" in redis_cmd(host, old["REDIS_PASSWORD"], "PING") and not pg_ok(host, old["POSTGRES_PASSWORD"])
+    assert redis_keys_kept(host, new["REDIS_PASSWORD"], "live")
+    wait_for("registry3 healthy after the restart", lambda: health(host) == "200", timeout=60)
 
 
 def _checklist_report(report_dir):

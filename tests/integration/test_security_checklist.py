@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import secrets as secrets_module
 import ssl
 import time
 import urllib.request
@@ -182,6 +183,92 @@ def test_default_password(stack, tmp_path):
     finally:
         put_file(stack, f"{STACK}/.env.operator", original, 0o600)
     assert sh(stack, ["stat", "-c", "%a %U", f"{STACK}/.env.operator"])[1].strip() == "600 root"
+
+
+def _env_value(host, key):
+    text = sh(host, ["cat", f"{STACK}/.env.operator"])[1]
+    return re.search(rf"^{key}=(.*)$", text, re.M).group(1).strip().strip("'\"")
+
+
+def _pg_admin(host, sql, **variables):
+    """SQL as the db container's local admin (the socket the official image trusts); values as psql variables."""
+    names = " ".join(f"-e {k}" for k in variables)
+    sets = " ".join(f'-v {k.lower()}="${k}"' for k in variables)
+    return sh(host, f"echo \"{sql}\" | docker exec -i {names} {REG}-db sh -c "
+                    f"'psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -U registry -d registry {sets}'",
+              env=variables)
+
+
+def _redis_admin(host, *command):
+    return sh(host, f"docker exec -e REDISCLI_AUTH {REG}-redis redis-cli -h 127.0.0.1 --no-auth-warning "
+                    + " ".join(command), env={"REDISCLI_AUTH": _env_value(host, "REDIS_PASSWORD")})[1].strip()
+
+
+def test_postgres_password_changed_behind_our_back(stack, tmp_path):
+    other = secrets_module.token_urlsafe(24)
+    _pg_admin(stack, "ALTER ROLE registry PASSWORD :'pw'", PW=other)
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        check = results["db_passwords_not_default"]
+        assert check["status"] == "fail", check
+        assert "PostgreSQL does not accept POSTGRES_PASSWORD from .env.operator (authentication failed)" in \
+            " ".join(check["evidence"]), check
+    finally:
+        _pg_admin(stack, "ALTER ROLE registry PASSWORD :'pw'", PW=_env_value(stack, "POSTGRES_PASSWORD"))
+    wait_all_pass(tmp_path)
+
+
+def test_postgres_that_trusts_the_network_fails_the_check(stack, tmp_path):
+    hba = "/var/lib/postgresql/data/pg_hba.conf"
+    sh(stack, f"docker exec {REG}-db sed -i 's/^host all all all scram-sha-256$/host all all all trust/' {hba}")
+    _pg_admin(stack, "SELECT pg_reload_conf()")
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "db_passwords_not_default", "fail", "PostgreSQL accepts any password",
+                    "pg_hba.conf trusts connections from the stack network")
+    finally:
+        sh(stack, f"docker exec {REG}-db sed -i 's/^host all all all trust$/host all all all scram-sha-256/' {hba}")
+        _pg_admin(stack, "SELECT pg_reload_conf()")
+    wait_all_pass(tmp_path)
+
+
+def test_redis_password_changed_behind_our_back(stack, tmp_path):
+    wanted = hashlib.sha256(_env_value(stack, "REDIS_PASSWORD").encode()).hexdigest()
+    other = hashlib.sha256(secrets_module.token_urlsafe(24).encode()).hexdigest()
+    assert _redis_admin(stack, "ACL", "SETUSER", "default", f"#{other}", f"!{wanted}") == "OK"
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        check = results["db_passwords_not_default"]
+        assert check["status"] == "fail", check
+        assert "Redis does not accept REDIS_PASSWORD from .env.operator (authentication failed)" in \
+            " ".join(check["evidence"]), check
+    finally:
+        # Not saved: users.acl still holds the stack's password, and a restart loads it.
+        sh(stack, f"cd {STACK} && docker compose -f docker-compose.operator.yml restart redis")
+    wait_all_pass(tmp_path)
+
+
+def test_redis_without_a_password_fails_the_check(stack, tmp_path):
+    assert _redis_admin(stack, "ACL", "SETUSER", "default", "nopass") == "OK"
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "db_passwords_not_default", "fail", "Redis accepts any password")
+    finally:
+        sh(stack, f"cd {STACK} && docker compose -f docker-compose.operator.yml restart redis")  # reloads users.acl
+    wait_all_pass(tmp_path)
+
+
+def test_db_container_missing_fails_the_check(stack, tmp_path):
+    sh(stack, f"docker stop -t 5 {REG}-db")
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        check = results["db_passwords_not_default"]
+        assert check["status"] == "fail", check
+        assert f"POSTGRES_PASSWORD cannot be checked against PostgreSQL: container {REG}-db is exited" in \
+            check["evidence"], check
+    finally:
+        sh(stack, f"docker start {REG}-db")
+    wait_all_pass(tmp_path)
 
 
 def test_x509pop_near_expiry(stack, tmp_path):

@@ -254,11 +254,12 @@ def test_passwords_from_a_real_env_file():
     text = 'POSTGRES_USER=registry\nPOSTGRES_PASSWORD=%s\nREDIS_PASSWORD="%s"\nINTERNAL_API_KEY=%s\n' % (pg, redis, key)
     env = _envfile.EnvFile.parse(text)
     values = dict((k, env.value(k)) for k in cl.SECRET_KEYS)
-    live = dict(POSTGRES_PASSWORD=dict(ok=True), REDIS_PASSWORD=dict(ok=True))
-    assert cl.check_db_passwords_not_default(values, live)['status'] == 'pass'
+    live = dict(POSTGRES_PASSWORD=dict(ok=True, state='accepted'), REDIS_PASSWORD=dict(ok=True, state='accepted'))
+    res = cl.check_db_passwords_not_default(values, live)
+    assert res['status'] == 'pass' and 'refuses a random wrong password and no password' in json.dumps(res)
     weak = dict(values, POSTGRES_PASSWORD='postgres')
-    res = cl.check_db_passwords_not_default(weak, dict(live, POSTGRES_PASSWORD=dict(ok=False,
-                                                                                    reason='authentication failed')))
+    res = cl.check_db_passwords_not_default(weak, dict(live, POSTGRES_PASSWORD=dict(
+        ok=False, state='refused', reason='authentication failed')))
     out = json.dumps(res)
     assert res['status'] == 'fail' and 'well-known default' in out and 'PostgreSQL does not accept' in out
     assert 'postgres"' not in out.replace('PostgreSQL', '')
@@ -267,6 +268,33 @@ def test_passwords_from_a_real_env_file():
     assert res['status'] == 'fail' and 'reused' in json.dumps(res)
     for value in (pg, redis, key):
         assert value not in json.dumps(res)
+
+
+def test_passwords_fail_when_a_server_accepts_any_password():
+    values = dict((k, _secrets.generate_secret()) for k in cl.SECRET_KEYS)
+    any_pw = dict(ok=False, state='accepts_any', reason='PostgreSQL accepts any password: a random wrong one was '
+                                                        'accepted; pg_hba.conf trusts connections')
+    res = cl.check_db_passwords_not_default(values, dict(POSTGRES_PASSWORD=any_pw,
+                                                         REDIS_PASSWORD=dict(ok=True, state='accepted')))
+    assert res['status'] == 'fail' and 'accepts any password' in res['evidence'][0], res
+
+
+def test_passwords_fail_when_a_key_or_a_server_is_missing():
+    values = dict((k, _secrets.generate_secret()) for k in cl.SECRET_KEYS)
+    live = dict(POSTGRES_PASSWORD=dict(ok=True, state='accepted'), REDIS_PASSWORD=dict(ok=True, state='accepted'))
+    res = cl.check_db_passwords_not_default(dict(values, REDIS_PASSWORD=None), dict(live, REDIS_PASSWORD=None))
+    assert res['status'] == 'fail' and 'REDIS_PASSWORD is absent from .env.operator' in res['evidence'], res
+    del values['INTERNAL_API_KEY']
+    res = cl.check_db_passwords_not_default(values, live)
+    assert res['status'] == 'fail' and 'INTERNAL_API_KEY is absent from .env.operator' in res['evidence'], res
+    values = dict((k, _secrets.generate_secret()) for k in cl.SECRET_KEYS)
+    res = cl.check_db_passwords_not_default(values, dict(REDIS_PASSWORD=live['REDIS_PASSWORD']), dict(
+        POSTGRES_PASSWORD=dict(exists=False, name='acme-db'), REDIS_PASSWORD=dict(exists=True, running=True)))
+    assert res['status'] == 'fail', res
+    assert 'POSTGRES_PASSWORD cannot be checked against PostgreSQL: container acme-db does not exist' in res['evidence']
+    res = cl.check_db_passwords_not_default(values, dict(POSTGRES_PASSWORD=live['POSTGRES_PASSWORD']), dict(
+        REDIS_PASSWORD=dict(exists=True, name='acme-redis', status='exited')))
+    assert 'REDIS_PASSWORD cannot be checked against Redis: container acme-redis is exited' in res['evidence'], res
 
 
 def test_images():
