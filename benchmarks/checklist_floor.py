@@ -2,7 +2,7 @@
 directly by one Python process on the registry host, without Ansible (stdlib + python3-docker +
 python3-cryptography, as on the host). Same I/O as the module: container get/inspect of the six
 services, logs (agent tail 200, cert-writer tail 50, registry since the window), spire-agent
-healthcheck, psql and redis-cli password checks via exec, image inspect + registry digest of the six
+healthcheck, psql and redis-cli password checks with their controls via exec, image inspect + registry digest of the six
 images, TLS probes of :<port> (health, the five federation endpoints without client cert, legacy
 header and a positive probe with the SVID), reads of .env.operator, the certs volume, agent-data.json
 and x509pop.crt, and the X.509 parsing of them. Network/Docker calls run in a thread pool like the
@@ -129,12 +129,16 @@ def main():
                  pool.submit(containers["cert-writer"].logs, timestamps=True, tail=50),
                  pool.submit(containers["registry"].logs, timestamps=True,
                              since=int((now - datetime.timedelta(seconds=window)).timestamp())),
-                 pool.submit(execr, "db", ["psql", "-h", "127.0.0.1", "-U", env.get("POSTGRES_USER", "postgres"),
-                                           "-d", env.get("POSTGRES_DB", env.get("POSTGRES_USER", "postgres")),
-                                           "-w", "-tAc", "SELECT 1"],
-                             {"PGPASSWORD": env.get("POSTGRES_PASSWORD", ""), "PGCONNECT_TIMEOUT": "5"}),
-                 pool.submit(execr, "redis", ["redis-cli", "-h", "127.0.0.1", "--no-auth-warning", "ping"],
-                             {"REDISCLI_AUTH": env.get("REDIS_PASSWORD", "")})]
+                 # Password checks as the module makes them: over the network (-h db; the official image
+                 # trusts 127.0.0.1) and each with its control (a random wrong password; Redis also none).
+                 pool.submit(execr, "db", ["/bin/sh", "-c", " ; ".join(
+                     'PGPASSWORD="$P%d" psql -X -w -h db -U "$U" -d "$D" -tAc "SELECT 1"' % i for i in (1, 2))],
+                     {"P1": base64.b64encode(os.urandom(18)).decode(), "P2": env.get("POSTGRES_PASSWORD", ""),
+                      "U": env.get("POSTGRES_USER", "postgres"),
+                      "D": env.get("POSTGRES_DB", env.get("POSTGRES_USER", "postgres")), "PGCONNECT_TIMEOUT": "5"}),
+                 pool.submit(execr, "redis", ["/bin/sh", "-c", "redis-cli -h 127.0.0.1 ping ; " + " ; ".join(
+                     'REDISCLI_AUTH="$P%d" redis-cli -h 127.0.0.1 --no-auth-warning ping' % i for i in (1, 2))],
+                     {"P1": base64.b64encode(os.urandom(18)).decode(), "P2": env.get("REDIS_PASSWORD", "")})]
         jobs += [pool.submit(image, s) for s in SERVICES]
         results = [j.result() for j in jobs]
     client.close()

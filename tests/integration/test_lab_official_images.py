@@ -64,8 +64,9 @@ def _pg(dkr, net, volume, password, **extra):
     env = {"POSTGRES_USER": "registry", "POSTGRES_DB": "registry", "POSTGRES_PASSWORD": password}
     env.update(extra.pop("environment", {}))
     c = _run(dkr, net, PG_IMAGE, "db", env, volume, "/var/lib/postgresql/data", **extra)
-    wait_for("postgres to accept connections", lambda: "database system is ready to accept connections"
-             in c.logs().decode().rsplit("init process complete", 1)[-1], timeout=120)
+    # The first-init server listens on the socket only: the network answers once the real one runs.
+    wait_for("postgres to accept connections over the network",
+             lambda: sh(c, ["pg_isready", "-q", "-h", "db"], check=False)[0] == 0, timeout=120)
     return c
 
 
