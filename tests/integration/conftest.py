@@ -234,6 +234,6 @@ def deployed(lab):
     return out
 
 
-# Each test module works on its own lab host (host1 to host7, named at the top of the module);
-# make integration runs the modules in parallel (pytest-xdist --dist loadfile).
-LAB_HOSTS_NEEDED = 7
+# Each test module works on its own lab host (host1 to host8, named at the top of the module; host8 is
+# the SSH host); make integration runs the modules in parallel (pytest-xdist --dist loadfile).
+LAB_HOSTS_NEEDED = 8
