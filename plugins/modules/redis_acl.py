@@ -13,8 +13,8 @@ version_added: 0.2.0
 description:
   - The official C(redis) image has no password handling of its own. The operator stack's Redis gets its password from
     an ACL file that the C(operator_stack) role mounts with C(redis.conf) (C(aclfile)). This module writes that file.
-  - When the file is missing, it is created with one line for O(user) holding the SHA-256 of the value of O(key) in
-    O(env_file) (C(user default on #<sha256> ~* &* +@all)), written atomically with O(owner), O(group) and mode C(0600).
+  - When the file is missing, it is created with one line that enables O(user) with full access and the SHA-256 of the
+    value of O(key) in O(env_file) as its only password, written atomically with O(owner), O(group) and mode C(0600).
   - When the file exists it is left as Redis wrote it (Redis rewrites it on C(ACL SAVE); a rotation keeps two passwords
     in it for a while). The module checks that O(user) is enabled, has no C(nopass) and holds the password of
     O(env_file); otherwise it fails without changing anything and says how to repair. It fixes owner and mode.
@@ -50,7 +50,6 @@ options:
       - The key of O(env_file) that holds the Redis password.
     type: str
     default: REDIS_PASSWORD
-    no_log: false
   user:
     description:
       - The Redis user that the registry authenticates as.

@@ -160,8 +160,8 @@ def test_redis_authenticates_with_a_mounted_acl_file(dkr, net):
     redis.put_archive("/usr/local/etc", _tar("redis.conf", conf, 0o640, uid=999, directory="redis"))
     redis.put_archive("/usr/local/etc/redis", _tar("users.acl", acl, 0o600, uid=999))
     redis.start()
-    wait_for("redis with its ACL file", lambda: "NOAUTH" in sh(redis, ["redis-cli", "-h", "127.0.0.1", "ping"],
-                                                                 check=False)[1], timeout=30)
+    wait_for("redis with its ACL file",
+             lambda: "NOAUTH" in sh(redis, ["redis-cli", "-h", "127.0.0.1", "ping"], check=False)[1], timeout=30)
     auth = ["redis-cli", "-h", "127.0.0.1", "--no-auth-warning", "ping"]
     assert sh(redis, auth, env={"REDISCLI_AUTH": password})[1].strip() == "PONG"
     assert "WRONGPASS" in sh(redis, auth, env={"REDISCLI_AUTH": "wrong"}, check=False)[1]

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets as secrets_module
+import shlex
 import ssl
 import time
 import urllib.request
@@ -200,8 +201,10 @@ def _pg_admin(host, sql, **variables):
 
 
 def _redis_admin(host, *command):
+    # Quoted: a bare #<hash> word would start a shell comment.
     return sh(host, f"docker exec -e REDISCLI_AUTH {REG}-redis redis-cli -h 127.0.0.1 --no-auth-warning "
-                    + " ".join(command), env={"REDISCLI_AUTH": _env_value(host, "REDIS_PASSWORD")})[1].strip()
+                    + " ".join(shlex.quote(c) for c in command),
+              env={"REDISCLI_AUTH": _env_value(host, "REDIS_PASSWORD")})[1].strip()
 
 
 def test_postgres_password_changed_behind_our_back(stack, tmp_path):

@@ -88,14 +88,14 @@ def test_site_as_a_user_without_sudo_stops_with_the_become_message_and_changes_n
     assert stats["failures"] == 1 and stats["changed"] == 0, stats
     failed = [(name, res) for name, res in task_results(result) if res.get("failed") and not res.get("ignored")
               and name != "Check that Ansible can become root on this host"]
-    assert [name for name, _ in failed] == [BECOME_TASK], failed
+    assert [name for name, dummy in failed] == [BECOME_TASK], failed
     msg = failed[0][1]["msg"]
     for words in (f"Cannot become root on {HOST} as user 'nosudo'", "Missing sudo password", "become: true",
                   "passwordless sudo", "--ask-become-pass", "ansible_become_password", "ansible_become_method",
                   "Nothing was changed"):
         assert words in msg, msg
     # Nothing else ran on the host: no docker_engine or operator_stack task, no fact gathering.
-    names = [name for name, _ in task_results(result)]
+    names = [name for name, dummy in task_results(result)]
     assert not any("docker_engine" in n or "operator_stack" in n or n == "Gather facts" for n in names), names
     newer = sh(host, f"find {SYSTEM_DIRS} -xdev -newer /tmp/ssh-it-marker 2>/dev/null | head -20", check=False)[1]
     assert newer.strip() == "", newer
