@@ -26,10 +26,10 @@ import tempfile
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
-KEY_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+KEY_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*\Z')
 # compose accepts letters, digits, "_" and "." in names it reads.
-_FILE_KEY_RE = re.compile(r'^[A-Za-z0-9_.]+$')
-_UNQUOTED_SAFE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=^~\\-]+$')
+_FILE_KEY_RE = re.compile(r'^[A-Za-z0-9_.]+\Z')
+_UNQUOTED_SAFE_RE = re.compile(r'^[A-Za-z0-9_./:@%+,=^~\\-]+\Z')
 _COMMENTED_ASSIGNMENT_RE = re.compile(r'^([ \t]*#[ \t]*(?:export[ \t]+)?[A-Za-z0-9_.]+[ \t]*=)')
 _EXPORT_RE = re.compile(r'export[ \t]+')
 _SPACE = ' \t\v\f\r\x85\xa0'
@@ -451,7 +451,7 @@ def parse_mode(mode):
         text = str(mode).strip()
         if text.startswith('0o'):
             text = text[2:]
-        if not re.match(r'^[0-7]{1,4}$', text):
+        if not re.match(r'^[0-7]{1,4}\Z', text):
             raise EnvFileError('mode %r is not an octal mode such as "0600" (symbolic modes are not supported).'
                                % (mode,))
         value = int(text, 8)
@@ -551,7 +551,7 @@ def _utcnow():
 
 
 def _backup_re(path):
-    return re.compile(r'^%s\.(\d{8}T\d{6}Z)(?:\.(\d+))?%s$'
+    return re.compile(r'^%s\.(\d{8}T\d{6}Z)(?:\.(\d+))?%s\Z'
                       % (re.escape(os.path.basename(path)), re.escape(BACKUP_SUFFIX)))
 
 

@@ -46,7 +46,7 @@ ERROR = 'error'
 
 SERVICE_OF = {'postgres': 'db', 'redis': 'redis'}
 _NAMES = {'postgres': 'PostgreSQL', 'redis': 'Redis'}
-_LABEL_RE = re.compile(r'^[a-z][a-z0-9_]*$')
+_LABEL_RE = re.compile(r'^[a-z][a-z0-9_]*\Z')
 
 # One probe per label; PROBE_PW_<label> holds the password, unset for NO_PASSWORD.
 _PG_SCRIPT = (
@@ -64,7 +64,7 @@ _REDIS_SCRIPT = (
     'out=$(REDISCLI_AUTH="$pw" redis-cli -h "$PROBE_HOST" --no-auth-warning ping 2>&1); rc=$?; fi; '
     'printf "@@probe %s %s\\n%s\\n" "$label" "$rc" "$out"; '
     'done')
-_MARK_RE = re.compile(r'^@@probe ([a-z][a-z0-9_]*) (\d+)$')
+_MARK_RE = re.compile(r'^@@probe ([a-z][a-z0-9_]*) (\d+)\Z')
 
 
 class Probe:

@@ -13,6 +13,7 @@ problem says what is wrong and what to do. No message ever holds key material.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
@@ -32,7 +33,25 @@ REQUIRED_SETTINGS = (
 # W3C DID Core: did:<method-name>:<method-specific-id>; method-name is lowercase letters
 # and digits, the id is idchars (ALPHA DIGIT . - _ or %XX) in ":"-separated parts, the last non-empty.
 _IDCHAR = r'(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})'
-DID_RE = re.compile(r'^did:[a-z0-9]+:(?:%s*:)*%s+$' % (_IDCHAR, _IDCHAR))
+DID_RE = re.compile(r'^did:[a-z0-9]+:(?:%s*:)*%s+\Z' % (_IDCHAR, _IDCHAR))
+
+
+# RFC 1123 host name: dot-separated labels of letters, digits and "-" (not at either end), at
+# most 253 characters. Nothing else may reach agent.conf (HCL) as the SPIRE server address.
+_HOST_LABEL = r'[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
+HOSTNAME_RE = re.compile(r'^(?=.{1,253}\Z)%s(?:\.%s)*\Z' % (_HOST_LABEL, _HOST_LABEL))
+
+# Image references: the grammar of the OCI distribution / docker reference
+# (github.com/distribution/reference regexp.go): [domain[:port]/]path[:tag][@digest].
+_DOMAIN_COMPONENT = r'(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])'
+_DOMAIN = r'(?:%s(?:\.%s)*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?' % (_DOMAIN_COMPONENT, _DOMAIN_COMPONENT)
+_PATH_COMPONENT = r'[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*'
+_NAME = r'(?:%s/)?%s(?:/%s)*' % (_DOMAIN, _PATH_COMPONENT, _PATH_COMPONENT)
+_TAG = r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}'
+_DIGEST = r'[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}'
+IMAGE_REFERENCE_RE = re.compile(r'^(%s)(?::(%s))?(?:@(%s))?\Z' % (_NAME, _TAG, _DIGEST))
+IMAGE_NAME_MAX_LENGTH = 255
+IMAGE_KEYS = ('spire_agent', 'cert_writer', 'nginx', 'registry', 'postgres', 'redis')
 
 
 class PreflightError(Exception):
@@ -139,19 +158,132 @@ def check_did(registry_did, problems):
                         'did:web:registry.example.com.' % (registry_did,))
 
 
+def host_problem(value, option):
+    """Why ``value`` is not a bare host name or IP address (the message names ``option`` and the value), or None."""
+    if not isinstance(value, str):
+        return '%s %r must be a host name or IP address (a string).' % (option, value)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        if '%' not in value:
+            return None
+    if HOSTNAME_RE.match(value) and not value.rsplit('.', 1)[-1].isdigit():
+        return None
+    return ('%s %r is not a bare host name or IP address: use letters, digits, "-" and "." only (RFC 1123 host name, '
+            'for example spire.frame.example.com) or an IPv4/IPv6 address, with no scheme, port, path, quotes, '
+            'braces, "#", spaces or line breaks.' % (option, value))
+
+
 def check_spire_server(address, port, problems):
     if _empty(address):
         problems.append('spire_server_address is not set. Set it to the host name or IP address of the parent '
                         "frame's SPIRE server, as given at onboarding.")
-    elif any(c.isspace() for c in address) or '://' in address or '/' in address:
-        problems.append('spire_server_address %r must be a bare host name or IP address (no scheme, path or '
-                        'spaces); the port goes in spire_server_port.' % (address,))
+    else:
+        problem = host_problem(address, 'spire_server_address')
+        if problem:
+            problems.append(problem + ' It is written into the SPIRE agent configuration (agent.conf); the port '
+                            'goes in spire_server_port.')
     if port is None:
         problems.append('spire_server_port is not set. Use the port of the SPIRE server (%d by default).'
                         % DEFAULT_SPIRE_SERVER_PORT)
     elif isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         problems.append('spire_server_port %r is not a TCP port (1 to 65535). Use the port of the SPIRE server '
                         '(%d by default).' % (port, DEFAULT_SPIRE_SERVER_PORT))
+
+
+def image_problem(reference, option):
+    """Why ``reference`` is not an image reference name[:tag][@digest], or None."""
+    if not isinstance(reference, str) or not reference:
+        return '%s is not set. Give the image as name[:tag][@digest], for example registry.example.com/spire-agent:1.13.3.' % option
+    match = IMAGE_REFERENCE_RE.match(reference)
+    if not match:
+        return ('%s %r is not an image reference: expected [registry[:port]/]name[:tag][@digest] (OCI/docker reference '
+                'grammar: lowercase path components, a tag of letters, digits, "_", "." and "-", a digest such as '
+                'sha256:<64 hex>), with no spaces, quotes or line breaks.' % (option, reference))
+    if len(match.group(1)) > IMAGE_NAME_MAX_LENGTH:
+        return '%s %r: the repository name is longer than %d characters.' % (option, reference, IMAGE_NAME_MAX_LENGTH)
+    return None
+
+
+def check_images(images, problems):
+    """Every image of the stack is set and is an image reference (they go into the compose file)."""
+    if images is None:
+        return
+    if not isinstance(images, dict):
+        problems.append('images must be a dictionary with the keys %s.' % ', '.join(IMAGE_KEYS))
+        return
+    missing = [k for k in IMAGE_KEYS if k not in images]
+    unknown = sorted(str(k) for k in images if k not in IMAGE_KEYS)
+    if missing or unknown:
+        problems.append('images must have exactly the keys %s%s%s.' % (
+            ', '.join(IMAGE_KEYS), '; missing: %s' % ', '.join(missing) if missing else '',
+            '; unknown: %s' % ', '.join(repr(k) for k in unknown) if unknown else ''))
+    for key in IMAGE_KEYS:
+        if key in images:
+            problem = image_problem(images[key], 'images.%s' % key)
+            if problem:
+                problems.append(problem)
+
+
+def check_bind_address(address, problems, option='federation_bind_address'):
+    """An IP address to publish a port on (goes into the compose file's ports)."""
+    if address is None:
+        return
+    try:
+        ipaddress.ip_address(address if isinstance(address, str) else '')
+        ok = '%' not in address
+    except ValueError:
+        ok = False
+    if not ok:
+        problems.append('%s %r is not an IP address. Use an IPv4 or IPv6 address of this host to publish the port '
+                        'on, for example 0.0.0.0 (all IPv4 addresses) or 127.0.0.1.' % (option, address))
+
+
+def check_extra_hosts(extra_hosts, problems):
+    """Entries ``name:ip`` for the containers' /etc/hosts."""
+    for entry in extra_hosts or []:
+        name, sep, address = entry.partition(':') if isinstance(entry, str) else ('', '', '')
+        ok = bool(sep) and host_problem(name, 'name') is None
+        if ok:
+            try:
+                ipaddress.ip_address(address)
+                ok = '%' not in address
+            except ValueError:
+                ok = False
+        if not ok:
+            problems.append('extra_hosts entry %r is not <host name>:<IP address>, for example '
+                            '"eventstore.example.com:192.0.2.10".' % (entry,))
+
+
+_URL_RE = re.compile(r'^(https?)://(?:\[([0-9A-Fa-f:.]+)\]|([^/?#@\[\]:]+))(?::([0-9]{1,5}))?(/[A-Za-z0-9._~%/-]*)?\Z')
+
+
+def shown_url(url):
+    """``url`` for a message: user info, query and fragment replaced, so that no token is shown."""
+    if not isinstance(url, str):
+        return url
+    url = re.sub(r'^([^/]*//)[^/?#]*@', r'\1<credentials>@', url)
+    return re.sub(r'[?#].*', '?<query>', url, flags=re.S)
+
+
+def check_eventstore_url(url, problems):
+    """EVENTSTORE_URL: https, no credentials (mTLS is the only authentication), no query or fragment."""
+    if _empty(url) or (isinstance(url, str) and any(c in url for c in '\r\n\x00')):
+        return  # a line break is reported by check_settings
+    match = _URL_RE.match(url) if isinstance(url, str) else None
+    port = int(match.group(4)) if match and match.group(4) else 443
+    bad_host = match and ((match.group(2) is not None and host_problem(match.group(2), 'host'))
+                          or (match.group(3) is not None and host_problem(match.group(3), 'host')))
+    if not match or bad_host or not 1 <= port <= 65535:
+        problems.append('eventstore_url %r is not a plain https:// URL: a host name or IP address and an optional port, '
+                        'a path of letters, digits, "/", ".", "_", "~", "%%" and "-", and no user name, password or '
+                        'token (mTLS with the SVID is the only accepted authentication), no query string or fragment, '
+                        'no spaces or line breaks; for example https://eventstore.frame.example.com/api/v1/events/.'
+                        % (shown_url(url),))
+    elif match.group(1) != 'https':
+        problems.append('eventstore_url %r must use https:// (the registry writes events over mTLS).' % (shown_url(url),))
 
 
 def check_settings(settings, problems):
@@ -287,7 +419,7 @@ def check_bundle(bundle_pem, trust_domain, now, problems, facts):
 def preflight(operator_name=None, registry_name=None, trust_domain=x509u.DEFAULT_TRUST_DOMAIN, x509pop_cert=None,
               x509pop_key=None, x509pop_intermediates=None, trust_bundle=None, settings=None,
               x509pop_min_remaining_days=0, spire_server_address=None, spire_server_port=DEFAULT_SPIRE_SERVER_PORT,
-              registry_did=None, now=None):
+              registry_did=None, images=None, federation_bind_address=None, extra_hosts=None, now=None):
     """Check all inputs; returns a dict with ``problems`` (list of str) and derived facts."""
     x509u.require_cryptography()
     if x509pop_min_remaining_days is None or x509pop_min_remaining_days < 0:
@@ -306,6 +438,10 @@ def preflight(operator_name=None, registry_name=None, trust_domain=x509u.DEFAULT
     check_did(registry_did, problems)
     check_spire_server(spire_server_address, spire_server_port, problems)
     check_settings(settings, problems)
+    check_eventstore_url((settings or {}).get('EVENTSTORE_URL') if isinstance(settings, dict) else None, problems)
+    check_images(images, problems)
+    check_bind_address(federation_bind_address, problems)
+    check_extra_hosts(extra_hosts, problems)
     check_x509pop(x509pop_cert, x509pop_key, x509pop_intermediates, x509pop_min_remaining_days, valid_domain, now,
                   problems, facts)
     check_bundle(trust_bundle, valid_domain, now, problems, facts)

@@ -20,8 +20,8 @@ import re
 DEFAULT_USER = 'default'
 # Full access for the stack's one user, as the registry had with requirepass.
 FULL_ACCESS = ('~*', '&*', '+@all')
-_HASH_RE = re.compile(r'^#[0-9a-f]{64}$')
-_NAME_RE = re.compile(r'^[A-Za-z0-9_.@-]+$')
+_HASH_RE = re.compile(r'^#[0-9a-f]{64}\Z')
+_NAME_RE = re.compile(r'^[A-Za-z0-9_.@-]+\Z')
 
 
 class AclFileError(Exception):

@@ -55,8 +55,8 @@ SECRET_SPECS = {
 SUPPORTED_SECRETS = tuple(SECRET_SPECS)
 
 REDIS_USER = _redis_acl.DEFAULT_USER
-_HASH_RE = re.compile(r'^[0-9a-f]{64}$')
-_SCRAM_RE = re.compile(r'^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$')
+_HASH_RE = re.compile(r'^[0-9a-f]{64}\Z')
+_SCRAM_RE = re.compile(r'^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)\Z')
 _VAR_REF_RE = r'\$(?:\{%s(?:[:?\-+}][^}]*)?\}?|%s(?![A-Za-z0-9_]))'
 
 

@@ -41,7 +41,7 @@ WELL_KNOWN_DEFAULTS = frozenset((
 _LEET = str.maketrans({'0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '7': 't', '@': 'a', '$': 's', '!': 'i'})
 _EDGES_RE = re.compile(r'^[^a-z]+|[^a-z]+$')
 _NON_LETTERS_RE = re.compile(r'[^a-z]')
-GENERATED_SECRET_RE = re.compile(r'^[A-Za-z0-9_-]+$')
+GENERATED_SECRET_RE = re.compile(r'^[A-Za-z0-9_-]+\Z')
 
 
 class SecretError(Exception):

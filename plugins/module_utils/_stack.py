@@ -28,7 +28,7 @@ else:
     HAS_DOCKER = True
 
 DEFAULT_BASE = '/opt/theprotocol'
-REGISTRY_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9_-]*$')
+REGISTRY_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9_-]*\Z')
 
 
 def argument_spec(**extra):

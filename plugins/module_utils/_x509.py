@@ -44,9 +44,9 @@ SPIFFE_ID_MAX_LENGTH = 2048
 DEFAULT_TRUST_DOMAIN = 'example.com'
 MAX_CHAIN_DEPTH = 10
 
-_TRUST_DOMAIN_RE = re.compile(r'^[a-z0-9._-]+$')
-_PATH_SEGMENT_RE = re.compile(r'^[A-Za-z0-9._-]+$')
-_DNS_LABEL_RE = re.compile(r'^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')
+_TRUST_DOMAIN_RE = re.compile(r'^[a-z0-9._-]+\Z')
+_PATH_SEGMENT_RE = re.compile(r'^[A-Za-z0-9._-]+\Z')
+_DNS_LABEL_RE = re.compile(r'^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z')
 
 
 class X509Error(Exception):

@@ -14,8 +14,13 @@ description:
   - Validates the inputs of the C(operator_stack) role on the controller, before anything is changed on a host. Run it
     with C(delegate_to=localhost) and C(run_once) per registry, or once per host of a fleet.
   - Checks the operator and registry names (RFC 1123 DNS labels), the trust domain, the registry DID (W3C DID syntax),
-    the SPIRE server address and port, and the stack settings (V(MINTING_AUTHORITY=disabled) and
-    V(EVENTSTORE_MTLS_REQUIRED=true) exactly).
+    the SPIRE server address (a host name or IP address and nothing else: it goes into the agent's HCL configuration)
+    and port, and the stack settings (V(MINTING_AUTHORITY=disabled) and V(EVENTSTORE_MTLS_REQUIRED=true) exactly; keys
+    are variable names matched as whole strings (a trailing line break is refused); C(EVENTSTORE_URL) a plain https URL without
+    credentials, query or fragment).
+  - When given, checks the image references (OCI/docker reference grammar C([registry[:port]/]name[:tag][@digest])), the
+    federation bind address (an IP address) and the extra hosts (C(<host name>:<IP address>)); they go into the compose
+    file.
   - Checks the x509pop attestation certificate - it parses, belongs to the private key, has the digitalSignature key
     usage, is not a CA, is within its validity window (and valid for at least O(x509pop_min_remaining_days)) - and, when
     intermediates are given, that they issue it. The parent frame's CA is not an input, so the chain is not checked up
@@ -60,6 +65,20 @@ options:
       - TCP port of the parent frame's SPIRE server.
     type: int
     default: 8081
+  images:
+    description:
+      - The stack's images, keys C(spire_agent), C(cert_writer), C(nginx), C(registry), C(postgres) and C(redis), each an
+        image reference C([registry[:port]/]name[:tag][@digest]). Not checked when omitted.
+    type: dict
+  federation_bind_address:
+    description:
+      - IP address on which nginx-federation's port is published. Not checked when omitted.
+    type: str
+  extra_hosts:
+    description:
+      - Extra C(/etc/hosts) entries of the containers, each C(<host name>:<IP address>).
+    type: list
+    elements: str
   x509pop_cert:
     description:
       - The x509pop attestation certificate as PEM text (not a path), optionally followed by intermediate CA
@@ -190,6 +209,9 @@ def main():
             x509pop_intermediates=dict(type='str'),
             trust_bundle=dict(type='str'),
             settings=dict(type='dict', default={}),
+            images=dict(type='dict'),
+            federation_bind_address=dict(type='str'),
+            extra_hosts=dict(type='list', elements='str'),
             x509pop_min_remaining_days=dict(type='int', default=0),
         ),
         supports_check_mode=True,
