@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 COLLECTION_LINK := .build/collections/ansible_collections/theprotocol/operator
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-LAB_HOSTS ?= 1
+# Lab size: empty keeps the running lab's size (1 for a new lab); set it to grow or shrink.
+LAB_HOSTS ?=
 export LAB_HOSTS
 
 .PHONY: help lab lab-up lab-down lab-status deploy verify images bootstrap collection test unit lint sanity integration molecule

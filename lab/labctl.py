@@ -560,8 +560,11 @@ def ensure_smtp_sink(client, subnet: str, image_id: str | None = None) -> dict:
             "password": SMTP_SINK_PASSWORD, "spool": "/var/spool/smtp-sink", "ca_cert": str(pki_dir / "tls-ca.crt")}
 
 
-def parse_hosts(value: str | None) -> int:
-    raw = value if value not in (None, "") else os.environ.get("LAB_HOSTS", "1")
+def parse_hosts(value: str | None, current: int = 0) -> int:
+    """The number of lab hosts: ``value``, else $LAB_HOSTS, else the running lab's size (at least 1),
+    so that a plain ``make lab-up`` (or a target that needs the lab, like ``make molecule``) never
+    shrinks a lab that was brought up bigger; only an explicit LAB_HOSTS does."""
+    raw = value if value not in (None, "") else os.environ.get("LAB_HOSTS") or str(max(current, 1))
     try:
         n = int(str(raw).strip())
     except ValueError:
@@ -852,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build")
     b.add_argument("images", nargs="*", help=f"images to build (default all): {', '.join(IMAGES)}")
     u = sub.add_parser("up")
-    u.add_argument("--hosts", default=None, help=f"number of lab hosts, 1..{MAX_HOSTS} (default $LAB_HOSTS or 1); "
+    u.add_argument("--hosts", default=None, help=f"number of lab hosts, 1..{MAX_HOSTS} (default $LAB_HOSTS, else the running lab's size, else 1); "
                    f"with {SSH_HOST.removeprefix('host')}, {SSH_HOST} is the SSH host (user {SSH_USER}, sudo)")
     sub.add_parser("down")
     sub.add_parser("status")
@@ -865,7 +868,8 @@ def main(argv: list[str] | None = None) -> int:
             build_images(docker_client(), args.images or None)
             log("images ready")
         elif args.cmd == "up":
-            hosts = parse_hosts(args.hosts)
+            running = docker_client().containers.list(all=True, filters={"label": f"{LABEL}.role=host"})
+            hosts = parse_hosts(args.hosts, len(running))
             subnet = os.environ.get("LAB_SUBNET", "172.31.250.0/24")
             try:
                 port = int(os.environ.get("LAB_REGISTRY_PORT", "5000"))

@@ -29,6 +29,15 @@ def test_parse_hosts_accepts_range(raw, want):
 def test_parse_hosts_defaults_to_env(monkeypatch):
     monkeypatch.setenv("LAB_HOSTS", "3")
     assert labctl.parse_hosts(None) == 3
+    assert labctl.parse_hosts(None, 8) == 3  # an explicit size wins, even if it shrinks the lab
+
+
+def test_parse_hosts_without_a_size_keeps_the_running_lab(monkeypatch):
+    monkeypatch.setenv("LAB_HOSTS", "")
+    assert labctl.parse_hosts("", 8) == 8  # make molecule after make integration must not remove hosts
+    assert labctl.parse_hosts(None, 0) == 1
+    monkeypatch.delenv("LAB_HOSTS")
+    assert labctl.parse_hosts(None, 3) == 3
 
 
 def test_lab_addresses_are_distinct_and_in_subnet():
