@@ -18,8 +18,9 @@ the guide's steps apply:
 Revocation, an expired attestation certificate and an unreachable server are not
 fixed by restarts: the plan for them is escalation only.
 
-:class:`Redactor` removes every secret value of ``.env.operator`` and env-like
-assignments from anything collected, so evidence can leave the host.
+:class:`Redactor` (from ``_redact``) removes every secret value of ``.env.operator`` and of its
+backups, URL user info, known header and parameter names and env-like assignments from anything
+collected, so evidence can leave the host.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import datetime
 import re
 import traceback
 
+from ansible_collections.theprotocol.operator.plugins.module_utils import _redact
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import DOCKER_TS_RE, parse_timestamp
 
@@ -42,7 +44,7 @@ else:
 CRYPTOGRAPHY_MISSING_MSG = ('The Python library cryptography is required on the registry host to read the SVID and '
                             'x509pop certificates (Debian: python3-cryptography).')
 
-REDACTED = '<redacted>'
+REDACTED = _redact.REDACTED
 
 SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
 
@@ -55,7 +57,7 @@ PUBLIC_ENV_KEYS = frozenset((
 ))
 # A secret shorter than this is not replaced inside text (it would shred the evidence);
 # it is still never collected on its own.
-MIN_SUBSTITUTION_LENGTH = 4
+MIN_SUBSTITUTION_LENGTH = _redact.MIN_SUBSTITUTION_LENGTH
 
 CATEGORIES = ('revoked', 'x509pop_expired', 'server_unreachable', 'local_fault', 'healthy')
 FAULTS = ('spire_agent', 'cert_writer', 'nginx_federation')
@@ -63,15 +65,6 @@ FAULTS = ('spire_agent', 'cert_writer', 'nginx_federation')
 GUIDE_ESCALATION = ('Operator guide, Security Incident Response, Step 3: escalate to the operator of your parent '
                     'frame (security@example.com) with the container logs, your operator name, your registry DID '
                     'and the timestamp of the issue.')
-
-_SECRET_NAME = r'[A-Za-z0-9_.-]*(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_KEY|APIKEY|PRIVATE_KEY|CREDENTIALS?|' \
-               r'LICENSE_KEY|INTERNAL_KEY|AUTH)[A-Za-z0-9_.-]*'
-_ENV_LINE_RE = re.compile(r'^(\s*(?:export\s+)?[A-Z][A-Z0-9_]{2,}\s*=).*$', re.M)
-_SECRET_ASSIGN_RE = re.compile(r'(\b%s\b["\']?\s*(?:=|:)\s*)("[^"]*"|\'[^\']*\'|[^\s,;&]+)' % _SECRET_NAME, re.I)
-_SECRET_HEADER_RE = re.compile(r'((?:Authorization|X-Internal-Key|X-Federation-License|X-Api-Key)\s*:\s*)([^\r\n]+)',
-                               re.I)
-_URL_USERINFO_RE = re.compile(r'([a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@', re.I)
-_PRIVATE_KEY_RE = re.compile(r'-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)', re.S)
 
 _AUTH_FAILURE_RE = re.compile(r'401|403|unauthori[sz]ed', re.I)
 
@@ -126,42 +119,14 @@ def secret_values(envfile, public_keys=PUBLIC_ENV_KEYS):
     return values
 
 
-class Redactor:
-    """Removes secret values and env-like assignments from text and nested data."""
+def env_file_secrets(path, public_keys=PUBLIC_ENV_KEYS):
+    """``(values, files)``: the secret values of ``.env.operator`` at ``path`` and of every backup of it."""
+    return _redact.env_file_secrets(path, public_keys)
 
-    def __init__(self, secrets=()):
-        values = set(v for v in secrets if isinstance(v, str) and len(v) >= MIN_SUBSTITUTION_LENGTH)
-        # Longest first, so that a secret containing another is removed whole.
-        self._values = sorted(values, key=len, reverse=True)
 
-    def text(self, value, env_lines=True):
-        """``value`` without secrets; ``env_lines`` also blanks whole ``KEY=value`` lines (log text)."""
-        if not isinstance(value, str) or not value:
-            return value
-        for secret in self._values:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        value = _PRIVATE_KEY_RE.sub('<redacted private key>', value)
-        if env_lines:
-            value = _ENV_LINE_RE.sub(r'\1' + REDACTED, value)
-        value = _SECRET_ASSIGN_RE.sub(r'\1' + REDACTED, value)
-        value = _SECRET_HEADER_RE.sub(r'\1' + REDACTED, value)
-        value = _URL_USERINFO_RE.sub(r'\1:' + REDACTED + '@', value)
-        return value
-
-    def data(self, value):
-        if isinstance(value, str):
-            return self.text(value, env_lines=False)
-        if isinstance(value, dict):
-            return dict((self.text(k, env_lines=False) if isinstance(k, str) else k, self.data(v))
-                        for k, v in value.items())
-        if isinstance(value, (list, tuple)):
-            return [self.data(v) for v in value]
-        return value
-
-    def leaks(self, text):
-        """The number of secret values still found in ``text`` (for self-checks; never the values)."""
-        return sum(1 for secret in self._values if secret in (text or ''))
+# One redaction for all evidence: see _redact (env values and backups, URL user info, header and
+# parameter names, Redis AUTH forms, private keys).
+Redactor = _redact.Redactor
 
 
 # --------------------------------------------------------------------------- logs

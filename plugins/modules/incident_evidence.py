@@ -22,9 +22,13 @@ description:
     escalation to the parent frame. V(local_fault) lists the faulty components in RV(classification.faults) and the
     guide's Step 2 actions in RV(classification.actions). V(healthy) means there is nothing to do.
   - Never collects a secret. The SVID key and the x509pop key are never read, container environments are not
-    collected, every value of the env file (except public settings such as C(OPERATOR_NAME) and C(REGISTRY_DID)) is
-    removed from every collected line, env-like assignments of secret-looking names, C(Authorization)-like headers, URL
-    passwords and PEM private keys are redacted, and the secret values are registered with Ansible's output masking.
+    collected. One secret set is removed from every collected line: every value of the env file and of each of its
+    backups (C(<env_file>.<stamp>.bak); old passwords stay in logs after a rotation), except public settings such as
+    C(OPERATOR_NAME) and C(REGISTRY_DID). Whatever has the shape of a credential goes too: URL user info
+    (C(redis://:password@host), C(https://user:token@host)), known headers and parameters (C(X-Internal-Key: value),
+    C(Authorization), C(password=value), C("token": "value")), Redis C(AUTH value), C(requirepass) and
+    C(ACL SETUSER >password), env-like assignments of secret-looking names and PEM private keys. The secret values are
+    registered with Ansible's output masking.
   - Uses the Docker SDK for Python; no shell commands.
 author:
   - TheProtocol operator collection contributors (!UNKNOWN)
@@ -34,7 +38,8 @@ extends_documentation_fragment:
   - theprotocol.operator._stack
 options:
   env_file:
-    description: Env file name in O(stack_dir); its secret values are redacted from everything collected.
+    description: Env file name in O(stack_dir); its secret values and those of its backups are redacted from everything
+      collected.
     type: str
     default: .env.operator
   certs_volume:
@@ -175,7 +180,12 @@ versions:
   returned: success
   type: dict
 redacted_values:
-  description: How many secret values of the env file were registered for redaction (never the values).
+  description: How many distinct secret values of the env file and its backups were registered for redaction (never
+    the values).
+  returned: success
+  type: int
+redaction_env_files:
+  description: How many files the secret set was read from (the env file and each C(<env_file>.<stamp>.bak) backup).
   returned: success
   type: int
 """
@@ -207,22 +217,6 @@ def _read(path, limit=1024 * 1024):
             return handle.read(limit)
     except (IOError, OSError):
         return None
-
-
-def _secrets(path):
-    data, dummy = _envfile.read(path)
-    if data is None:
-        return []
-    try:
-        return inc.secret_values(_envfile.EnvFile.from_bytes(data, 'env file'))
-    except _envfile.EnvFileError:
-        # Unparseable: treat every value-looking part of every line as secret.
-        values = []
-        for line in data.decode('utf-8', errors='replace').splitlines():
-            key, sep, value = line.partition('=')
-            if sep and key.strip().lstrip('export ').strip() not in inc.PUBLIC_ENV_KEYS:
-                values.append(value.strip().strip('"\''))
-        return values
 
 
 def _logs(container, tail, redactor):
@@ -260,7 +254,8 @@ def collect(module, client):
     registry = params['registry_name']
     stack_dir = stack.stack_dir(params)
     now = inc.utcnow()
-    secrets = _secrets(os.path.join(stack_dir, params['env_file']))
+    # One secret set: the current .env.operator and every backup of it (old passwords stay in logs).
+    secrets, env_files = inc.env_file_secrets(os.path.join(stack_dir, params['env_file']))
     module.no_log_values.update(s for s in secrets if s)
     redactor = inc.Redactor(secrets)
     expected_id = x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
@@ -358,6 +353,7 @@ def collect(module, client):
     evidence['classification'] = inc.classify(evidence)
     evidence = redactor.data(evidence)
     evidence['redacted_values'] = len(secrets)
+    evidence['redaction_env_files'] = env_files
     return evidence
 
 

@@ -113,3 +113,72 @@ def test_collect_redacts_every_secret(capsys, monkeypatch, tmp_path, pki):
     # nginx does not answer: a local fault of nginx-federation only.
     assert result['classification']['category'] == 'local_fault'
     assert 'nginx_federation' in result['classification']['faults']
+
+
+# Issue 12: the evidence bundle is built from one secret set, the current env file and every backup.
+OLD_PG, OLD_REDIS, OLD_IAK = 'old-pg-pass-4711-abcdef', 'old-redis-pass-4711-abcdef', 'old-iak-4711-abcdefghij'
+URL_TOKEN, HEADER_KEY = 'url-token-4711-abcdef', 'stray-internal-key-4711-abcd'
+HOSTILE_LINES = [
+    'registry: connect db failed: FATAL password authentication failed, password=%s' % OLD_PG,
+    'redis: connecting to redis://:%s@redis:6379/0 (403 refused)' % OLD_REDIS,
+    'redis: AUTH %s -> WRONGPASS (401)' % OLD_REDIS,
+    'proxy: GET /internal/status X-Internal-Key: %s -> 401 unauthorized' % OLD_IAK,
+    'proxy: GET /internal/status X-Internal-Key: %s -> 403' % HEADER_KEY,
+    'emitter: POST https://ops:%s@eventstore.example.com/api/v1/events/ -> 403' % URL_TOKEN,
+    'rotation: old POSTGRES_PASSWORD %s replaced by %s (401 before)' % (OLD_PG, SECRET),
+    'internal key %s rejected 403' % 'iak-0123456789abcdef',
+]
+
+
+def test_evidence_bundle_from_hostile_logs_holds_no_secret(capsys, monkeypatch, tmp_path, pki):
+    """Logs with old passwords (from the backups), URL user info and internal keys; the bundle the role
+    writes from the module's result (evidence.json and the logs, tar.gz) contains none of them."""
+    import tarfile
+
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+
+    stack = tmp_path / 'stack'
+    (stack / 'spire').mkdir(parents=True)
+    env = stack / '.env.operator'
+    env.write_text(ENV)
+    stamp = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    _envfile.backup(str(env), ('OPERATOR_NAME=acme\nPOSTGRES_PASSWORD=%s\nREDIS_PASSWORD=%s\n'
+                               % (OLD_PG, OLD_REDIS)).encode(), now=stamp)
+    _envfile.backup(str(env), ('OPERATOR_NAME=acme\nINTERNAL_API_KEY=%s\n' % OLD_IAK).encode(),
+                    now=stamp + datetime.timedelta(hours=1))
+    (stack / 'spire' / 'x509pop.crt').write_bytes(pki.cert_pem(live_leaf(pki, 24)))
+    client = fake_client(tmp_path, pki)
+    log = ''.join('2026-11-25T20:00:%02dZ %s\n' % (i, line) for i, line in enumerate(HOSTILE_LINES))
+    for service in mod.inc.SERVICES:
+        client.containers.get('acme-%s' % service)._log += log
+    monkeypatch.setattr(mod.docker, 'DockerClient', lambda **kw: client)
+    monkeypatch.setattr(mod, '_served_der', lambda *a: (None, 'connection refused'))
+    code, result, out = run_main(capsys, {'registry_name': 'acme', 'operator_name': 'acme',
+                                          'stack_dir': str(stack), 'federation_port': 1})
+    assert code == 0, result
+    assert result['redaction_env_files'] == 3 and result['redacted_values'] >= 6
+    # The auth failures and the logs were collected (the lines are there, redacted).
+    assert len(result['auth_failures']) >= 6
+    assert len(result['logs']['nginx-federation']) == len(HOSTILE_LINES) + 1
+    assert any('X-Internal-Key: <redacted>' in e['line'] for e in result['auth_failures'])
+    assert any('redis://<redacted>@redis:6379/0' in e['line'] for e in result['auth_failures'])
+
+    # The bundle as roles/incident_response/tasks/escalate.yml writes it.
+    bundle_dir = tmp_path / 'bundle' / 'incident-acme'
+    (bundle_dir / 'logs').mkdir(parents=True)
+    (bundle_dir / 'evidence.json').write_text(json.dumps(result, indent=4))
+    for name, lines in (('cert-writer.log', result['logs']['cert-writer']),
+                        ('nginx-federation.log', result['logs']['nginx-federation']),
+                        ('spire-agent.log', result['logs']['spire-agent']),
+                        ('registry-auth-failures.log', result['auth_failures'])):
+        (bundle_dir / 'logs' / name).write_text(''.join('%s %s\n' % (e['ts'] or '-', e['line']) for e in lines))
+    archive = tmp_path / 'incident-acme.tar.gz'
+    with tarfile.open(str(archive), 'w:gz') as tar:
+        tar.add(str(bundle_dir), arcname='incident-acme')
+    with tarfile.open(str(archive)) as tar:
+        texts = [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()]
+    everything = '\n'.join(texts + [out])
+    assert 'redis://<redacted>@redis' in everything  # the lines made it into the bundle
+    for secret in (SECRET, 'redis-secret-0123456789', 'iak-0123456789abcdef', OLD_PG, OLD_REDIS, OLD_IAK, URL_TOKEN,
+                   HEADER_KEY, 'ops:'):
+        assert secret not in everything, secret
