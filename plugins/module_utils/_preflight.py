@@ -268,6 +268,20 @@ def shown_url(url):
     return re.sub(r'[?#].*', '?<query>', url, flags=re.S)
 
 
+def url_secrets(url):
+    """The parts of ``url`` that may hold a credential (user info, password, query, fragment), for no_log."""
+    if not isinstance(url, str):
+        return []
+    parts = []
+    match = re.match(r'^[^/]*//([^/?#]*)@', url)
+    if match:
+        parts += [match.group(1), match.group(1).partition(':')[2]]
+    match = re.search(r'[?#](.*)', url, re.S)
+    if match:
+        parts.append(match.group(1))
+    return [part for part in parts if len(part) >= 4]
+
+
 def check_eventstore_url(url, problems):
     """EVENTSTORE_URL: https, no credentials (mTLS is the only authentication), no query or fragment."""
     if _empty(url) or (isinstance(url, str) and any(c in url for c in '\r\n\x00')):

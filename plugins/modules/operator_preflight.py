@@ -222,6 +222,9 @@ def main():
     params = module.params
     if params['x509pop_min_remaining_days'] < 0:
         module.fail_json(msg='x509pop_min_remaining_days must be 0 or more, got %d.' % params['x509pop_min_remaining_days'])
+    # A token in the EventStore URL (refused below) stays out of the invocation shown with the result.
+    settings = params['settings'] or {}
+    module.no_log_values.update(_preflight.url_secrets(settings.get('EVENTSTORE_URL')))
     result = _preflight.preflight(**dict((name, params[name]) for name in module.argument_spec))
     if result['problems']:
         module.fail_json(msg=_preflight.format_problems(result['problems']), changed=False, **result)

@@ -81,12 +81,29 @@ def _cases(good):
         "mtls not required": ({"operator_stack_eventstore_mtls_required": "false"}, "EVENTSTORE_MTLS_REQUIRED"),
         "minting enabled via env settings": ({"operator_stack_env_settings": {"MINTING_AUTHORITY": "enabled"}},
                                              "MINTING_AUTHORITY"),
+        # Issue 12: hostile inputs (newline-suffixed names, HCL and YAML metacharacters, bad image
+        # references, a URL with a token), each named in the message.
+        "operator name with a trailing newline": ({"operator_stack_operator_name": "preflight\n"}, "'preflight\\n'"),
+        "env key with a trailing newline": ({"operator_stack_env_settings": {"FOO\n": "x"}}, "'FOO\\n'"),
+        "SPIRE address with HCL metacharacters": ({"operator_stack_spire_server_address": 'spire"}\nplugins # x'},
+                                                  "spire_server_address 'spire\"}\\nplugins # x'"),
+        "image with YAML injected": ({"operator_stack_images": {**good["operator_stack_images"],
+                                                               "registry": "registry:lab\n    privileged: true"}},
+                                     "images.registry 'registry:lab\\n    privileged: true'"),
+        "bind address with a port": ({"operator_stack_federation_bind_address": "0.0.0.0:22"},
+                                     "federation_bind_address '0.0.0.0:22'"),
+        "EventStore URL with a token": ({"operator_stack_eventstore_url":
+                                         "https://ops:hostile-token-12@lab-eventstore:8443/api/v1/events/"},
+                                        "eventstore_url 'https://<credentials>@lab-eventstore:8443/api/v1/events/'"),
     }
 
 
 CASE_NAMES = ["operator name not a DNS label", "cert does not match key", "cert without digitalSignature",
               "cert expired", "bundle unparsable", "trust domain mismatch", "minting enabled",
-              "mtls not required", "minting enabled via env settings"]
+              "mtls not required", "minting enabled via env settings",
+              "operator name with a trailing newline", "env key with a trailing newline",
+              "SPIRE address with HCL metacharacters", "image with YAML injected", "bind address with a port",
+              "EventStore URL with a token"]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
@@ -96,6 +113,7 @@ def test_preflight_rejects_bad_input_before_touching_the_host(tmp_path, target, 
     assert rc != 0, f"{case}: the role accepted bad input"
     msgs = " | ".join(failure_messages(result))
     assert words.lower() in msgs.lower(), f"{case}: unclear message: {msgs}"
+    assert "hostile-token-12" not in json.dumps(result), "the token of the URL is in the output"
     assert recap(result)[TARGET]["changed"] == 0
     code = sh(target, ["test", "-e", f"/opt/theprotocol/{NAME}"], check=False)[0]
     assert code != 0, f"{case}: the host was touched"

@@ -129,3 +129,26 @@ def test_module_as_script(live, tmp_path):
     assert result['problems'] == [result['msg'].split('\n1. ', 1)[1]]
     assert "operator name 'Bad Name' is invalid" in result['msg']
     assert_no_key_material(proc.stdout + proc.stderr, live['args']['x509pop_key'])
+
+
+def test_main_hides_a_token_in_the_eventstore_url(live, capsys):
+    """Issue 12: a URL with a token is refused, and neither the message nor the invocation shows the token."""
+    for url in ('https://ops:hostile-token-12@es.example.com/api/v1/events/',
+                'https://es.example.com/api/v1/events/?access_token=hostile-token-12'):
+        args = dict(live['args'], settings=dict(live['args']['settings'], EVENTSTORE_URL=url))
+        rc, result, out = run_main(capsys, args)
+        assert rc == 1 and len(result['problems']) == 1, result
+        assert 'eventstore_url' in result['msg']
+        assert 'hostile-token-12' not in out
+
+
+def test_main_checks_images_bind_address_and_extra_hosts(live, capsys):
+    images = dict(spire_agent='r:5000/s:1', cert_writer='r:5000/c:1', nginx='r:5000/n:1', registry='r:5000/r:1',
+                  postgres='postgres:15', redis='redis:7')
+    rc, result, dummy = run_main(capsys, dict(live['args'], images=images, federation_bind_address='0.0.0.0',
+                                              extra_hosts=['es.example.com:192.0.2.1']))
+    assert rc == 0, result
+    rc, result, dummy = run_main(capsys, dict(live['args'], images=dict(images, nginx='n:1\nprivileged: true'),
+                                              federation_bind_address='0.0.0.0 ', extra_hosts=['es:x']))
+    assert rc == 1 and len(result['problems']) == 3, result['problems']
+    assert "images.nginx 'n:1\\nprivileged: true'" in result['msg']
