@@ -186,10 +186,35 @@ def test_agent_killed_recovered_with_the_60s_wait(host, stack):
     wait_stack_healthy(host)
 
 
+OLD_PASSWORD = "old-postgres-password-it-4711"
+OLD_REDIS = "old-redis-password-it-4711"
+BACKUP = f"{STACK_DIR}/.env.operator.20260101T000000Z.bak"
+
+
+def _inject_hostile_log_lines(host) -> list[str]:
+    """Old passwords (in a backup of .env.operator), URL user info and the live internal key in the
+    logs of nginx-federation and the registry; returns the values that must not reach the bundle."""
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+    env = _envfile.EnvFile.from_bytes(sh(host, ["cat", f"{STACK_DIR}/.env.operator"])[1].encode())
+    key = env.value("INTERNAL_API_KEY")
+    put_file(host, BACKUP, f"POSTGRES_PASSWORD={OLD_PASSWORD}\nREDIS_PASSWORD={OLD_REDIS}\n".encode(), 0o600)
+    lines = [f"db: password authentication failed for user registry (password={OLD_PASSWORD}) 401",
+             f"redis: redis://:{OLD_REDIS}@redis:6379/0 refused 403",
+             f"proxy: GET /internal/status X-Internal-Key: {key} 403",
+             "emitter: POST https://ops:url-token-it-4711@eventstore.example.com/ 403"]
+    for service in ("nginx-federation", "registry"):
+        sh(host, ["docker", "exec", "-e", "L=" + "\n".join(lines), f"{REGISTRY}-{service}", "sh", "-c",
+                  'printf "%s\\n" "$L" > /proc/1/fd/1'])
+    assert OLD_REDIS in sh(host, ["docker", "logs", "--tail", "5", f"{REGISTRY}-nginx-federation"])[1]
+    return [OLD_PASSWORD, OLD_REDIS, key, "url-token-it-4711"]
+
+
 def test_restarts_that_leave_the_checklist_failing_are_escalated(host, stack):
     """cert-writer stopped (a local fault restarts fix) and .env.operator world-readable (one they don't):
-    the restart works, the evidence says healthy, but the checklist is not green, so it escalates."""
+    the restart works, the evidence says healthy, but the checklist is not green, so it escalates.
+    The logs hold old passwords, URL user info and the internal key: the bundle holds none of them."""
     env = f"{STACK_DIR}/.env.operator"
+    hostile = _inject_hostile_log_lines(host)
     sh(host, ["docker", "stop", f"{REGISTRY}-cert-writer"])
     sh(host, ["chmod", "0644", env])
     try:
@@ -204,7 +229,10 @@ def test_restarts_that_leave_the_checklist_failing_are_escalated(host, stack):
         assert green["summary"]["failed"] == ["env_file_permissions"], green["summary"]
         text = json.dumps(result)
         assert "security checklist NOT green, failing: env_file_permissions" in text
-        assert "ESCALATED (local_fault)" in text
+        # Mail off and no webhook: nobody was told, and the report says so (never "ESCALATED").
+        assert ("ESCALATION NOT DELIVERED (local_fault): no channel delivered (mail (disabled), webhook (not configured))"
+                in text), text[-3000:]
+        assert "ESCALATED" not in text
         assert recap(result)[HOST]["failures"] == 1  # the escalation's own failure, no task error
         bundles = list(stack.glob("incident-registry5-*.tar.gz"))
         assert len(bundles) == 1
@@ -213,7 +241,20 @@ def test_restarts_that_leave_the_checklist_failing_are_escalated(host, stack):
             checklists = json.loads(tar.extractfile(member).read())
         assert checklists["verify"]["summary"]["failed"] == ["env_file_permissions"]
         assert "env_file_permissions" in checklists["identify"]["summary"]["failed"]
+        # grep the whole bundle (every member, and the compressed file itself) for the hostile values.
+        with tarfile.open(bundles[0]) as tar:
+            members = {m.name: tar.extractfile(m).read().decode("utf-8", "replace")
+                       for m in tar.getmembers() if m.isfile()}
+        nginx_log = [t for n, t in members.items() if n.endswith("logs/nginx-federation.log")][0]
+        assert "redis://<redacted>@redis:6379/0" in nginx_log and "X-Internal-Key: <redacted> 403" in nginx_log
+        auth_log = [t for n, t in members.items() if n.endswith("logs/registry-auth-failures.log")][0]
+        assert "https://<redacted>@eventstore.example.com/ 403" in auth_log
+        for value in hostile:
+            assert all(value not in text for text in members.values()), value
+            assert value not in text
+        OUTPUTS.extend(members.values())
     finally:
+        sh(host, ["rm", "-f", BACKUP])
         sh(host, ["chmod", "0600", env])
         sh(host, ["docker", "start", f"{REGISTRY}-cert-writer"])
         wait_stack_healthy(host)
@@ -238,7 +279,7 @@ def test_spire_server_unreachable_is_escalated_without_restart(dkr, lab, host, s
         # The agent, unable to reach its server, exits and Docker's restart policy starts it again:
         # its StartedAt moves on its own. What must not happen is a restart by the playbook.
         assert "restarted (Docker State.StartedAt)" not in json.dumps(result)
-        assert "ESCALATED (server_unreachable)" in json.dumps(result)
+        assert "ESCALATION NOT DELIVERED (server_unreachable)" in json.dumps(result)
         assert recap(result)[HOST]["failures"] == 1  # the escalation's own failure, no task error
         assert len(list(stack.glob("incident-registry5-*.tar.gz"))) == 1
     finally:
@@ -282,7 +323,8 @@ def test_agent_banned_is_escalated_by_mail_without_restart(dkr, lab, host, stack
                           "-e", f"incident_response_smtp_password={smtp['password']}",
                           "-e", f"incident_response_smtp_ca_path={smtp['ca_cert']}", structured=False)
         assert rc != 0, out[-3000:]
-        assert "ESCALATED (revoked)" in out and "registry5: revoked" in out
+        assert "ESCALATED (revoked) by mail (not delivered: webhook (not configured))" in out
+        assert "registry5: revoked" in out
         assert "TASK [theprotocol.operator.incident_response : Restart spire-agent]" not in out
         assert "TASK [theprotocol.operator.incident_response : Restart cert-writer]" not in out
         assert inspect(host, "cert-writer")["State"]["StartedAt"] == writer_before
@@ -337,7 +379,7 @@ def webhook():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            received.append({"headers": dict(self.headers), "json": json.loads(body)})
+            received.append({"headers": dict(self.headers), "path": self.path, "json": json.loads(body)})
             self.send_response(204)
             self.end_headers()
 
@@ -371,13 +413,20 @@ def test_x509pop_expired_is_escalated(host, lab, stack, webhook):
             host, ["docker", "logs", "--tail", "20", f"{REGISTRY}-spire-agent"])[1], timeout=60, interval=2)
         url, received = webhook
         token = "lab-webhook-token-" + str(time.time_ns())
-        rc, out = respond(stack, "-vvv", "-e", "incident_response_mail_enabled=false",
-                          "-e", json.dumps({"incident_response_webhook_url": url,
+        url_token = "lab-url-token-" + str(time.time_ns())
+        # Mail enabled towards a port that refuses: the failed mail must not stop the webhook, whose
+        # URL carries a token too (never shown, -vvv included).
+        rc, out = respond(stack, "-vvv", "-e", "incident_response_smtp_host=127.0.0.1",
+                          "-e", "incident_response_smtp_port=1", "-e", "incident_response_smtp_timeout=5",
+                          "-e", json.dumps({"incident_response_webhook_url": f"{url}?token={url_token}",
                                             "incident_response_webhook_headers": {"Authorization": f"Bearer {token}"}}),
                           structured=False)
         assert rc != 0
-        assert token not in out
+        assert token not in out and url_token not in out
         assert len(received) == 1 and received[0]["headers"]["Authorization"] == f"Bearer {token}"
+        assert received[0]["path"] == f"/hook?token={url_token}"
+        assert "ESCALATED (x509pop_expired) by webhook (not delivered: mail (failed))" in out, out[-3000:]
+        assert "mail NOT sent via 127.0.0.1" in out
         hook = received[0]["json"]
         assert hook["category"] == "x509pop_expired" and hook["registry_did"] == "did:web:registry5.lab.example.com"
         assert hook["bundle"].startswith("incident-registry5-") and hook["bundle"].endswith(".tar.gz")
@@ -387,7 +436,7 @@ def test_x509pop_expired_is_escalated(host, lab, stack, webhook):
         c = classification(result)
         assert c["category"] == "x509pop_expired" and c["escalate"] and not c["restart"]
         # rc != 0 because of the escalation itself (fail_on_escalation), not of a task error
-        assert "ESCALATED (x509pop_expired)" in json.dumps(result)
+        assert "ESCALATION NOT DELIVERED (x509pop_expired)" in json.dumps(result)
         assert recap(result)[HOST]["failures"] == 1
         assert not ran(result, "Restart spire-agent") and not ran(result, "Restart cert-writer")
         assert inspect(host, "cert-writer")["State"]["StartedAt"] == writer_before
