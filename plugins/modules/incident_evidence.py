@@ -22,11 +22,11 @@ description:
     escalation to the parent frame. V(local_fault) lists the faulty components in RV(classification.faults) and the
     guide's Step 2 actions in RV(classification.actions). V(healthy) means there is nothing to do.
   - Never collects a secret. The SVID key and the x509pop key are never read, container environments are not
-    collected. One secret set is removed from every collected line: every value of the env file and of each of its
+    collected. One secret set is removed from every collected line, namely every value of the env file and of each of its
     backups (C(<env_file>.<stamp>.bak); old passwords stay in logs after a rotation), except public settings such as
-    C(OPERATOR_NAME) and C(REGISTRY_DID). Whatever has the shape of a credential goes too: URL user info
-    (C(redis://:password@host), C(https://user:token@host)), known headers and parameters (C(X-Internal-Key: value),
-    C(Authorization), C(password=value), C("token": "value")), Redis C(AUTH value), C(requirepass) and
+    C(OPERATOR_NAME) and C(REGISTRY_DID). Whatever has the shape of a credential goes too, such as URL user info
+    (C(redis://:password@host), C(https://user:token@host)), known headers and parameters (the C(X-Internal-Key) and
+    C(Authorization) headers, C(password=value), a JSON C("token") member), Redis C(AUTH value), C(requirepass) and
     C(ACL SETUSER >password), env-like assignments of secret-looking names and PEM private keys. The secret values are
     registered with Ansible's output masking.
   - Uses the Docker SDK for Python; no shell commands.

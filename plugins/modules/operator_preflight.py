@@ -14,7 +14,7 @@ description:
   - Validates the inputs of the C(operator_stack) role on the controller, before anything is changed on a host. Run it
     with C(delegate_to=localhost) and C(run_once) per registry, or once per host of a fleet.
   - Checks the operator and registry names (RFC 1123 DNS labels), the trust domain, the registry DID (W3C DID syntax),
-    the SPIRE server address (a host name or IP address and nothing else: it goes into the agent's HCL configuration)
+    the SPIRE server address (a host name or IP address and nothing else, since it goes into the agent's HCL configuration)
     and port, and the stack settings (V(MINTING_AUTHORITY=disabled) and V(EVENTSTORE_MTLS_REQUIRED=true) exactly; keys
     are variable names matched as whole strings (a trailing line break is refused); C(EVENTSTORE_URL) a plain https URL without
     credentials, query or fragment).

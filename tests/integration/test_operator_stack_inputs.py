@@ -85,8 +85,9 @@ def _cases(good):
         # references, a URL with a token), each named in the message.
         "operator name with a trailing newline": ({"operator_stack_operator_name": "preflight\n"}, "'preflight\\n'"),
         "env key with a trailing newline": ({"operator_stack_env_settings": {"FOO\n": "x"}}, "'FOO\\n'"),
-        "SPIRE address with HCL metacharacters": ({"operator_stack_spire_server_address": 'spire"}\nplugins # x'},
-                                                  "spire_server_address 'spire\"}\\nplugins # x'"),
+        "SPIRE address with HCL metacharacters": (
+            {"operator_stack_spire_server_address": 'spire"}\nplugins # x'},
+            "spire_server_address 'spire\"}\\nplugins # x'"),
         "image with YAML injected": ({"operator_stack_images": {**good["operator_stack_images"],
                                                                "registry": "registry:lab\n    privileged: true"}},
                                      "images.registry 'registry:lab\\n    privileged: true'"),

@@ -165,5 +165,5 @@ def test_jinja_validators_are_anchored_at_the_very_end():
         assert not pattern.endswith('$'), '%s: %s ends with $ (matches before a trailing newline)' % (path, pattern)
         if pattern.endswith('\\Z'):
             # Whatever the pattern accepts, it does not accept it with a newline appended.
-            assert all(not re.match(pattern, sample + '\n') for sample in ('a', 'acme', 'registry.example.com',
-                                                                            '/api/', 'a' * 64, 'reg:5000'))
+            samples = ('a', 'acme', 'registry.example.com', '/api/', 'a' * 64, 'reg:5000')
+            assert all(not re.match(pattern, sample + '\n') for sample in samples)
