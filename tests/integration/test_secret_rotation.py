@@ -367,16 +367,20 @@ def test_lost_env_file_is_not_regenerated_over_existing_data(host):
     """.env.operator gone, data volumes kept: site.yml refuses to generate new database secrets (they would
     lock the registry out) and says how to restore the newest backup; restored, the stack converges unchanged."""
     before = env_bytes(host)
+    newest = f"{ENV}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.bak"  # the backup operator_env would make
+    sh(host, ["install", "-m", "0600", ENV, newest])
     sh(host, ["mv", ENV, "/root/env.operator.lost"])
     try:
         rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
         assert rc != 0, out[-3000:]
         assert f"{ENV} is missing, but the stack's data is not ({REGISTRY}_db-data, {REGISTRY}_redis-data, " \
                "redis/users.acl)" in out, out[-3000:]
-        assert "install -m 0600 -o root -g root " in out and "Nothing was changed" in out
+        assert f"install -m 0600 -o root -g root {newest} {ENV} (the newest of " in out, out[-3000:]
+        assert "Nothing was changed" in out
         assert sh(host, ["test", "-e", ENV], check=False)[0] != 0  # no new env file was written
     finally:
         sh(host, ["mv", "/root/env.operator.lost", ENV])
+        sh(host, ["rm", "-f", newest])
     assert env_bytes(host) == before
     rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
     assert rc == 0 and f"{HOST}" in out, out[-3000:]
