@@ -81,10 +81,13 @@ CHECKS = {
         # A registry started with minting enabled or mTLS not required refuses to run (and so to write).
         ('svid_valid', 'minting_disabled', 'mtls_enforced')),
     'mtls_enforced': (
-        'mTLS enforced (EVENTSTORE_MTLS_REQUIRED, federation endpoints, legacy header)',
+        'mTLS enforced (EVENTSTORE_MTLS_REQUIRED; federation endpoints refuse no, untrusted and non-registry '
+        'certificates, the legacy and forged headers; accept a registry SVID)',
         _G + 'Federation Authentication and Endpoints Protected by Federation Auth: set EVENTSTORE_MTLS_REQUIRED=true '
         'in .env.operator, recreate the registry (`docker compose -f docker-compose.operator.yml up -d`), and keep '
-        '`ssl_verify_client` with the SPIRE bundle on every federation endpoint of nginx-federation.',
+        '`ssl_verify_client` with the SPIRE bundle and the SPIFFE ID allow-list (registries only: '
+        'spiffe://<trust-domain>/service/registry-*, role variable operator_stack_federation_allowed_spiffe_ids) on '
+        'every federation endpoint of nginx-federation; redeploy with site.yml to restore the role\'s configuration.',
         ('nginx_federation_accepting',)),
     'minting_disabled': (
         'Minting disabled (.env.operator and running registry)',
@@ -504,20 +507,67 @@ def _stats_out(stats):
     return dict(ok=stats['ok'], auth_failures=stats['auth_failures'], other_failures=stats['other_failures'])
 
 
-def check_mtls_enforced(env_value, container_value, probes, legacy_probe, positive_probe=None, registry=None):
-    """EVENTSTORE_MTLS_REQUIRED=true in the file and the running registry; endpoints refuse clients without cert.
+# Probes of mtls_enforced, in the order of the evidence: (id, what is presented). Every probe but
+# registry_svid must be refused on every federation endpoint; registry_svid must be accepted.
+MTLS_PROBES = (
+    ('no_cert', 'no client certificate'),
+    ('self_signed', 'a self-signed certificate with the registry SPIFFE ID'),
+    ('foreign_ca', 'a certificate from another CA with the registry SPIFFE ID'),
+    ('non_registry', 'an SVID of the trust domain that is no registry, the SPIRE agent\'s own'),
+    ('legacy_header', 'the legacy %s header (with our registry SVID)' % LEGACY_HEADER),
+    ('forged_header', 'a forged X-SSL-Client-Cert header (our registry SVID) without a client certificate'),
+    ('registry_svid', 'our registry SVID'),
+)
+MTLS_PROBE_IDS = tuple(p for p, dummy in MTLS_PROBES)
+# Answered by the registry behind nginx (meaningless while the registry does not serve).
+MTLS_REGISTRY_PROBES = ('legacy_header', 'registry_svid')
+# Why a refusal probe that got through is a fault.
+_MTLS_FAULTS = {
+    'no_cert': 'nginx-federation must require a client certificate (ssl_verify_client) on every federation endpoint',
+    'self_signed': 'nginx-federation must verify client certificates against the SPIRE trust bundle',
+    'foreign_ca': 'nginx-federation must verify client certificates against the SPIRE trust bundle only',
+    'non_registry': 'nginx-federation must let only registry SPIFFE IDs through (operator_stack_federation_allowed_'
+                    'spiffe_ids; default spiffe://<trust domain>/service/registry-*)',
+    'legacy_header': 'the registry must refuse %s with 403 (EVENTSTORE_MTLS_REQUIRED=true)' % LEGACY_HEADER,
+    'forged_header': 'a client-sent X-SSL-Client-Cert must never count as a client certificate',
+}
 
-    ``probes``: ``[dict(method, path, status|error)]`` without a client certificate;
-    ``legacy_probe``: the legacy header sent with a verified client certificate (must get 403);
-    ``positive_probe``: a verified client certificate without the header (should not be refused).
+
+def _cell(probe):
+    """Short text of one probe outcome: status code, TLS refusal or error."""
+    if probe is None:
+        return 'not probed'
+    if probe.get('status') is not None:
+        return str(probe['status'])
+    if probe.get('tls_refused'):
+        return 'TLS refused'
+    return 'no answer'
+
+
+def _refused(probe):
+    return probe.get('status') in REFUSED or (probe.get('status') is None and bool(probe.get('tls_refused')))
+
+
+def check_mtls_enforced(env_value, container_value, matrix, registry=None, unavailable=None, identities=None):
+    """EVENTSTORE_MTLS_REQUIRED=true in the file and the running registry, and the probe matrix.
+
+    ``matrix``: probe id (MTLS_PROBE_IDS) -> one outcome per FEDERATION_ENDPOINTS entry, each
+    ``dict(method, path, status|error, tls_refused, reason)``; ``unavailable``: probe id -> why it was not
+    made; ``identities``: probe id -> the SPIFFE ID it presented (for the evidence).
+    Every probe but ``registry_svid`` must be refused (401/403 or a TLS refusal) on every endpoint;
+    ``registry_svid`` must be accepted. The evidence lists the matrix.
     """
     failures, evidence, warnings = [], [], []
+    matrix = dict(matrix or {})
+    unavailable = dict(unavailable or {})
+    identities = identities or {}
     if registry is not None and (not registry.get('running') or registry.get('health') in ('starting', 'unhealthy')):
         # The probes through to the registry cannot tell anything while it does not serve (a
         # registry that refuses its configuration starts and exits in a loop).
-        legacy_probe = positive_probe = None
-        evidence.append('the registry container is not serving (%s): probes through to it skipped'
-                        % (registry.get('health') or 'not running'))
+        for probe_id in MTLS_REGISTRY_PROBES:
+            matrix.pop(probe_id, None)
+            unavailable.setdefault(probe_id, 'the registry container is not serving (%s)'
+                                   % (registry.get('health') or 'not running'))
     if env_value != 'true':
         failures.append('.env.operator has EVENTSTORE_MTLS_REQUIRED=%s, not true' % _show(env_value))
     if container_value != 'true':
@@ -525,42 +575,68 @@ def check_mtls_enforced(env_value, container_value, probes, legacy_probe, positi
                         % _show(container_value))
     if env_value == 'true' and container_value == 'true':
         evidence.append('EVENTSTORE_MTLS_REQUIRED=true in .env.operator and in the running registry')
-    refused = []
-    for probe in probes:
-        label = '%s %s' % (probe['method'], probe['path'])
-        status = probe.get('status')
-        if status in REFUSED or (status is None and probe.get('tls_refused')):
-            refused.append(label)
-        elif status is None:
-            failures.append('%s without a client certificate: no answer (%s)' % (label, probe.get('error')))
-        else:
-            failures.append('%s without a client certificate answered %s, not 401/403' % (label, status))
-    if refused:
-        evidence.append('%d/%d federation endpoints refuse a request without a client certificate'
-                        % (len(refused), len(probes)))
-    if legacy_probe is not None:
-        status = legacy_probe.get('status')
-        if status == 403:
-            evidence.append('legacy %s header refused with 403' % LEGACY_HEADER)
-        elif status is None or status >= 500:
-            legacy_probe = dict(legacy_probe, error=legacy_probe.get('error') or 'HTTP %s' % status)
-            warnings.append('legacy %s probe got no answer (%s)' % (LEGACY_HEADER, legacy_probe.get('error')))
-        else:
-            failures.append('legacy %s header answered %s, not 403' % (LEGACY_HEADER, status))
-    if positive_probe is not None:
-        status = positive_probe.get('status')
-        if status is not None and status not in REFUSED and status < 500:
-            evidence.append('a verified client certificate is accepted (%s %s answered %s)'
-                            % (positive_probe['method'], positive_probe['path'], status))
-        else:
-            answer = status if status is not None else positive_probe.get('error')
-            warnings.append('a verified client certificate was not accepted (%s %s: %s), so the refusals above may '
-                            'not come from the mTLS check' % (positive_probe['method'], positive_probe['path'], answer))
+    endpoints = ['%s %s' % e for e in FEDERATION_ENDPOINTS]
+    evidence.append('probe matrix, endpoints in this order: %s' % ', '.join(endpoints))
+    table = {}
+    for probe_id, label in MTLS_PROBES:
+        who = ' (%s)' % identities[probe_id] if identities.get(probe_id) else ''
+        outcomes = matrix.get(probe_id)
+        if outcomes is None:
+            reason = unavailable.get(probe_id, 'not probed')
+            evidence.append('%s%s: not probed: %s' % (label, who, reason))
+            if probe_id == 'non_registry':
+                warnings.append('could not present %s: %s; the SPIFFE ID allow-list was not tested'
+                                % (label, reason))
+            continue
+        table[probe_id] = dict(('%s %s' % (o['method'], o['path']), _cell(o)) for o in outcomes)
+        cells = ' '.join(_cell(o) for o in outcomes)
+        if probe_id == 'registry_svid':
+            bad = [o for o in outcomes if o.get('status') is None or o['status'] in REFUSED or o['status'] >= 500]
+            refused = [o for o in bad if _refused(o)]
+            if not bad:
+                evidence.append('%s%s: %s, accepted on %d/%d' % (label, who, cells, len(outcomes), len(outcomes)))
+            elif refused:
+                failures.append('%s%s is refused on %s (%s): federation peers like this registry are locked out, '
+                                'and the refusals above prove nothing'
+                                % (label, who, ', '.join('%s %s' % (o['method'], o['path']) for o in refused),
+                                   '; '.join(sorted(set(o.get('reason') or _cell(o) for o in refused)))))
+            else:
+                warnings.append('%s%s got no usable answer (%s), so the refusals above may not come from the '
+                                'mTLS check' % (label, who, cells))
+            continue
+        through = [o for o in outcomes if not _refused(o) and o.get('status') is not None]
+        silent = [o for o in outcomes if o.get('status') is None and not o.get('tls_refused')]
+        if probe_id == 'legacy_header':
+            # The guide: "DEACTIVATED -- rejected with 403".
+            wrong = [o for o in outcomes if o.get('status') is not None and o['status'] != 403 and o['status'] < 500]
+            through = [o for o in through if o not in wrong]
+            if wrong:
+                failures.append('%s answered %s on %s, not 403: %s'
+                                % (label, ' '.join(sorted(set(str(o['status']) for o in wrong))),
+                                   ', '.join('%s %s' % (o['method'], o['path']) for o in wrong),
+                                   _MTLS_FAULTS[probe_id]))
+            elif through or silent:
+                warnings.append('%s got no answer on some endpoints (%s)' % (label, cells))
+            else:
+                evidence.append('%s: %s, refused on %d/%d' % (label, cells, len(outcomes), len(outcomes)))
+            continue
+        if through:
+            failures.append('%s%s got through on %s (%s): %s'
+                            % (label, who, ', '.join('%s %s' % (o['method'], o['path']) for o in through),
+                               ' '.join(str(o['status']) for o in through), _MTLS_FAULTS[probe_id]))
+        if silent:
+            failures.append('%s%s: no answer on %s (%s)'
+                            % (label, who, ', '.join('%s %s' % (o['method'], o['path']) for o in silent),
+                               '; '.join(sorted(set(str(o.get('error')) for o in silent)))))
+        if not through and not silent:
+            evidence.append('%s%s: %s, refused on %d/%d' % (label, who, cells, len(outcomes), len(outcomes)))
+    details = dict(matrix=table, endpoints=endpoints,
+                   not_probed=dict((k, v) for k, v in unavailable.items() if k not in table))
     if failures:
-        return result('mtls_enforced', FAIL, failures + evidence)
+        return result('mtls_enforced', FAIL, failures + evidence, **details)
     if warnings:
-        return result('mtls_enforced', WARN, warnings + evidence)
-    return result('mtls_enforced', PASS, evidence)
+        return result('mtls_enforced', WARN, warnings + evidence, **details)
+    return result('mtls_enforced', PASS, evidence, **details)
 
 
 def _show(value):

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import json
 import os
+import shutil
 import socket
 import ssl
 import stat
+import tempfile
+
+# TLS alerts with which a server refuses a client certificate during the handshake.
+_TLS_REFUSALS = ('CERTIFICATE_REQUIRED', 'HANDSHAKE', 'UNKNOWN_CA', 'BAD_CERTIFICATE', 'CERTIFICATE_UNKNOWN',
+                 'ACCESS_DENIED', 'DECRYPT_ERROR')
 
 
 def tls_context(client_cert=None, client_key=None):
@@ -27,21 +34,54 @@ def tls_context(client_cert=None, client_key=None):
     return context
 
 
+def tls_context_pem(cert_pem, key_pem):
+    """Like tls_context, with the client certificate and key given as PEM bytes.
+
+    ``ssl`` loads them only from files: they go to a private directory (0700, files 0600) that is
+    removed as soon as the context holds them.
+    """
+    directory = tempfile.mkdtemp(prefix='checklist-probe-')
+    try:
+        paths = []
+        for name, data in (('cert.pem', cert_pem), ('key.pem', key_pem)):
+            path = os.path.join(directory, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, 'wb') as handle:
+                handle.write(data)
+            paths.append(path)
+        return tls_context(paths[0], paths[1])
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _reason(body):
+    """The ``error`` of a JSON error body (short, printable), for evidence; never anything else."""
+    try:
+        value = json.loads(body.decode('utf-8')).get('error')
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(value, str):
+        return None
+    return ''.join(c for c in value[:100] if c.isprintable()) or None
+
+
 def https_request(host, port, method, path, context, timeout=5.0, headers=None, body=None):
     """One HTTPS request. Returns dict(status, peer_der, error, tls_refused); never raises for I/O."""
-    out = dict(method=method, path=path, status=None, error=None, tls_refused=False, peer_der=None)
+    out = dict(method=method, path=path, status=None, error=None, tls_refused=False, peer_der=None, reason=None)
     conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
     try:
         conn.connect()
         out['peer_der'] = conn.sock.getpeercert(binary_form=True)
         conn.request(method, path, body=body, headers=dict(headers or {}, **{'User-Agent': 'theprotocol-checklist'}))
         response = conn.getresponse()
-        response.read(65536)
+        data = response.read(65536)
         out['status'] = response.status
+        if response.status >= 400:
+            out['reason'] = _reason(data)
     except ssl.SSLError as exc:
         reason = getattr(exc, 'reason', None) or type(exc).__name__
         out['error'] = 'TLS error: %s' % reason
-        out['tls_refused'] = 'CERTIFICATE_REQUIRED' in str(reason).upper() or 'HANDSHAKE' in str(reason).upper()
+        out['tls_refused'] = any(word in str(reason).upper() for word in _TLS_REFUSALS)
     except ConnectionRefusedError:
         out['error'] = 'connection refused (is the port published and nginx running?)'
     except (socket.timeout, TimeoutError):

@@ -19,6 +19,13 @@ description:
   - "Checks: V(spire_agent_healthy), V(cert_writer_running), V(nginx_federation_accepting), V(svid_valid),
     V(served_svid_current), V(eventstore_writes_ok), V(mtls_enforced), V(minting_disabled),
     V(db_passwords_not_default), V(images_up_to_date), V(x509pop_cert_expiry), V(env_file_permissions)."
+  - V(mtls_enforced) presents, on each of the five federation endpoints, in parallel - no client certificate; a
+    self-signed certificate and one from another CA (both made in-process, with the registry's SPIFFE ID); the SPIRE
+    agent's own SVID (it chains to the bundle but is no registry; read from the agent's data directory,
+    C(agent-data.json) and C(keys.json), and loaded into the TLS context through a private temporary directory that is
+    removed at once); the legacy C(X-Federation-License) header; a forged C(X-SSL-Client-Cert) header - and each must
+    be refused (401/403 or a TLS refusal), while the registry's own SVID must be accepted. The evidence lists the
+    matrix; C(details.matrix) maps probe -> endpoint -> status.
   - Each result has an C(id), C(title), C(status) (V(pass), V(warn), V(fail) or V(skip)), C(evidence) and a
     C(remediation) naming the guide's step. A check whose prerequisite failed is V(skip) and names that prerequisite.
   - Findings are returned, never raised; the module fails only on unusable input or when Docker cannot be reached.
@@ -160,6 +167,7 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _check
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth as live_auth
+from ansible_collections.theprotocol.operator.plugins.module_utils import _probe_certs as probe_certs
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
@@ -323,6 +331,8 @@ def run_checks(module, client):
             with_cert = probe.tls_context(svid_path, key_path)
         except (OSError, ValueError):
             with_cert = None
+    if 'mtls_enforced' in selected:
+        mtls = _mtls_probe_setup(params, expected_id, agent_dir, svid_pem, with_cert, no_cert, now)
 
     # Network and Docker round trips in parallel; each job only reads.
     jobs = {}
@@ -332,14 +342,13 @@ def run_checks(module, client):
         if 'nginx_federation_accepting' in selected or 'served_svid_current' in selected:
             submit('health', probe.https_request, host, port, 'GET', '/health', no_cert, timeout)
         if 'mtls_enforced' in selected:
-            for method, path in cl.FEDERATION_ENDPOINTS:
-                submit('probe %s %s' % (method, path), probe.https_request, host, port, method, path, no_cert, timeout,
-                       None, b'{}' if method == 'POST' else None)
-            if with_cert is not None:
-                submit('legacy', probe.https_request, host, port, 'POST', '/api/v1/events/', with_cert, timeout,
-                       {cl.LEGACY_HEADER: 'checklist-probe', 'Content-Type': 'application/json'}, b'{}')
-                submit('positive', probe.https_request, host, port, 'GET', '/api/v1/federation/agent-cards', with_cert,
-                       timeout)
+            # The probe matrix: every probe on every federation endpoint, with the endpoint's method.
+            for probe_id, (context, headers) in mtls['probes'].items():
+                for method, path in cl.FEDERATION_ENDPOINTS:
+                    body = b'{}' if method == 'POST' else None
+                    sent = dict(headers, **{'Content-Type': 'application/json'}) if body else headers
+                    submit('mtls %s %s %s' % (probe_id, method, path), probe.https_request, host, port, method, path,
+                           context, timeout, sent, body)
         if 'spire_agent_healthy' in selected:
             submit('healthcheck', g.exec_in, 'spire-agent', ['/opt/spire/bin/spire-agent', 'healthcheck'])
             submit('agent_log', g.logs, 'spire-agent', None, 200)
@@ -396,13 +405,18 @@ def run_checks(module, client):
             res = cl.check_eventstore_writes_ok(c('registry'), done.get('registry_log', []),
                                                 params['eventstore_window'], now)
         elif check_id == 'mtls_enforced':
-            probes = [done['probe %s %s' % (m, p)] for m, p in cl.FEDERATION_ENDPOINTS]
+            matrix = dict((probe_id, [done['mtls %s %s %s' % (probe_id, m, p)] for m, p in cl.FEDERATION_ENDPOINTS])
+                          for probe_id in mtls['probes'])
+            unavailable = dict(mtls['unavailable'])
             # The probes with our own SVID as client certificate only mean something when that SVID is valid.
-            own_ok = cl.check_svid_valid(svid_pem, key_pem, bundle_pem, expected_id, 0, now)['status'] == cl.PASS
+            own = cl.check_svid_valid(svid_pem, key_pem, bundle_pem, expected_id, 0, now)
+            if own['status'] != cl.PASS:
+                for probe_id in ('legacy_header', 'registry_svid', 'forged_header'):
+                    matrix.pop(probe_id, None)
+                    unavailable[probe_id] = 'our registry SVID is not valid (see svid_valid)'
             res = cl.check_mtls_enforced(env.value('EVENTSTORE_MTLS_REQUIRED'),
                                          c('registry').get('env', {}).get('EVENTSTORE_MTLS_REQUIRED'),
-                                         probes, done.get('legacy') if own_ok else None,
-                                         done.get('positive') if own_ok else None, c('registry'))
+                                         matrix, c('registry'), unavailable, mtls['identities'])
         elif check_id == 'minting_disabled':
             res = cl.check_minting_disabled(env.value('MINTING_AUTHORITY'),
                                             c('registry').get('env', {}).get('MINTING_AUTHORITY'), c('registry'))
@@ -425,6 +439,43 @@ def run_checks(module, client):
     return dict(changed=False, results=results, summary=cl.summarize(results), registry_name=params['registry_name'],
                 checked_at=now.strftime('%Y-%m-%dT%H:%M:%SZ'),
                 duration_seconds=round(time.monotonic() - started, 3))
+
+
+def _mtls_probe_setup(params, expected_id, agent_dir, svid_pem, with_cert, no_cert, now):
+    """TLS contexts and headers of the mtls_enforced probes: probe id -> (context, headers); what could
+    not be made (probe id -> why) and the SPIFFE ID each certificate probe presents."""
+    probes, unavailable, identities = {}, {}, {}
+    probes['no_cert'] = (no_cert, {})
+    for probe_id, make in (('self_signed', probe_certs.self_signed), ('foreign_ca', probe_certs.foreign_ca)):
+        try:
+            probes[probe_id] = (probe.tls_context_pem(*make(expected_id, now)), {})
+            identities[probe_id] = expected_id
+        except (probe_certs.ProbeCertError, x509u.X509Error, OSError, ValueError) as exc:
+            unavailable[probe_id] = 'cannot make the certificate (%s)' % type(exc).__name__
+    if agent_dir:
+        try:
+            chain, key, agent_id = probe_certs.agent_svid(probe.read_file(os.path.join(agent_dir, 'agent-data.json')),
+                                                          probe.read_file(os.path.join(agent_dir, 'keys.json')))
+            probes['non_registry'] = (probe.tls_context_pem(chain, key), {})
+            identities['non_registry'] = agent_id
+        except probe_certs.ProbeCertError as exc:
+            unavailable['non_registry'] = str(exc)
+        except (OSError, ValueError) as exc:
+            unavailable['non_registry'] = 'the agent SVID cannot be loaded (%s)' % type(exc).__name__
+    else:
+        unavailable['non_registry'] = 'the SPIRE agent data directory was not found'
+    if with_cert is not None:
+        probes['legacy_header'] = (with_cert, {cl.LEGACY_HEADER: 'checklist-probe'})
+        probes['registry_svid'] = (with_cert, {})
+        identities['registry_svid'] = expected_id
+        try:
+            probes['forged_header'] = (no_cert, {'X-SSL-Client-Cert': probe_certs.escaped_header(svid_pem)})
+        except (probe_certs.ProbeCertError, UnicodeDecodeError):
+            unavailable['forged_header'] = 'our registry SVID file holds no PEM certificate'
+    else:
+        for probe_id in ('legacy_header', 'registry_svid', 'forged_header'):
+            unavailable[probe_id] = 'our registry SVID or key cannot be loaded from the certs volume'
+    return dict(probes=probes, unavailable=unavailable, identities=identities)
 
 
 def cl_agent_svid(data):

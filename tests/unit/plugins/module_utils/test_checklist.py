@@ -215,31 +215,127 @@ def test_eventstore(pki):
     assert cl.check_eventstore_writes_ok(RUNNING, [], 60, now)['status'] == 'fail'
 
 
-def _probes(status):
-    return [dict(method=m, path=p, status=status) for m, p in cl.FEDERATION_ENDPOINTS]
+def _probes(status, **extra):
+    return [dict(method=m, path=p, status=status, **extra) for m, p in cl.FEDERATION_ENDPOINTS]
 
 
-def test_mtls():
-    ok = cl.check_mtls_enforced('true', 'true', _probes(403), dict(status=403),
-                                dict(method='GET', path='/x', status=200))
-    assert ok['status'] == 'pass', ok
-    res = cl.check_mtls_enforced('true', 'false', _probes(403), dict(status=403))
-    assert res['status'] == 'fail' and 'running registry container' in res['evidence'][0]
-    res = cl.check_mtls_enforced('true', 'true', _probes(200), dict(status=200))
-    assert res['status'] == 'fail' and len(res['evidence']) >= 6
-    refused = dict(method='GET', path='/x', status=403)
-    res = cl.check_mtls_enforced('true', 'true', _probes(403), dict(status=403), refused)
+def _matrix(**overrides):
+    """The matrix of a correct stack (every refusal 403, our SVID 200), with overrides per probe."""
+    out = dict((probe_id, _probes(200 if probe_id == 'registry_svid' else 403)) for probe_id in cl.MTLS_PROBE_IDS)
+    out.update(overrides)
+    return out
+
+
+AGENT_ID = 'spiffe://example.com/spire/agent/x509pop/0beec7b5ea3f0fdbc95d0dd47f3c5bc275da8a33'
+
+
+def test_mtls_matrix_of_a_correct_stack_passes_and_lists_every_cell():
+    res = cl.check_mtls_enforced('true', 'true', _matrix(), RUNNING, identities=dict(non_registry=AGENT_ID))
+    assert res['status'] == 'pass', res
+    text = '\n'.join(res['evidence'])
+    for dummy, label in cl.MTLS_PROBES:
+        assert label in text
+    assert 'no client certificate: 403 403 403 403 403, refused on 5/5' in text
+    assert 'our registry SVID: 200 200 200 200 200, accepted on 5/5' in text
+    assert AGENT_ID in text
+    matrix = res['details']['matrix']
+    assert sorted(matrix) == sorted(cl.MTLS_PROBE_IDS)
+    assert all(len(row) == 5 for row in matrix.values())
+    assert matrix['non_registry']['GET /api/v1/federation/agent-cards'] == '403'
+
+
+@pytest.mark.parametrize('probe_id, words', [
+    ('no_cert', 'require a client certificate'),
+    ('self_signed', 'verify client certificates against the SPIRE trust bundle'),
+    ('foreign_ca', 'against the SPIRE trust bundle only'),
+    ('non_registry', 'only registry SPIFFE IDs'),
+    ('forged_header', 'X-SSL-Client-Cert must never count'),
+])
+def test_mtls_each_refusal_probe_that_gets_through_fails_the_check(probe_id, words):
+    # The real fault of each probe: nginx lets that request through to the registry, which answers 200.
+    res = cl.check_mtls_enforced('true', 'true', _matrix(**{probe_id: _probes(200)}), RUNNING,
+                                 identities=dict(non_registry=AGENT_ID))
+    assert res['status'] == 'fail', res
+    assert words in res['evidence'][0] and 'got through on POST /api/v1/events/' in res['evidence'][0]
+    assert res['details']['matrix'][probe_id]['POST /api/v1/events/'] == '200'
+    # one endpoint is enough to fail
+    one = _probes(403)
+    one[3] = dict(one[3], status=200)
+    res = cl.check_mtls_enforced('true', 'true', _matrix(**{probe_id: one}), RUNNING)
+    assert res['status'] == 'fail' and 'POST /internal/federation/query' in res['evidence'][0]
+
+
+def test_mtls_a_refusal_probe_answered_5xx_fails_nginx_passed_it_on():
+    res = cl.check_mtls_enforced('true', 'true', _matrix(non_registry=_probes(502)), RUNNING)
+    assert res['status'] == 'fail' and 'got through' in res['evidence'][0]
+
+
+def test_mtls_tls_refusal_counts_as_refused_and_silence_fails():
+    tls = _probes(None, tls_refused=True, error='TLS error: TLSV1_ALERT_UNKNOWN_CA')
+    res = cl.check_mtls_enforced('true', 'true', _matrix(self_signed=tls), RUNNING)
+    assert res['status'] == 'pass', res
+    assert 'TLS refused TLS refused' in ' '.join(res['evidence'])
+    silent = _probes(None, error='timed out after 5 s')
+    res = cl.check_mtls_enforced('true', 'true', _matrix(no_cert=silent), RUNNING)
+    assert res['status'] == 'fail' and 'no answer' in res['evidence'][0] and 'timed out' in res['evidence'][0]
+
+
+def test_mtls_legacy_header_must_get_403():
+    res = cl.check_mtls_enforced('true', 'true', _matrix(legacy_header=_probes(200)), RUNNING)
+    assert res['status'] == 'fail' and 'legacy X-Federation-License' in res['evidence'][0]
+    res = cl.check_mtls_enforced('true', 'true', _matrix(legacy_header=_probes(401)), RUNNING)
+    assert res['status'] == 'fail' and 'not 403' in res['evidence'][0]
+    res = cl.check_mtls_enforced('true', 'true', _matrix(legacy_header=_probes(502)), RUNNING)
     assert res['status'] == 'warn'
+
+
+def test_mtls_our_registry_svid_refused_fails_and_no_answer_warns():
+    refused = _probes(403, reason='federation peer not allowed')
+    res = cl.check_mtls_enforced('true', 'true', _matrix(registry_svid=refused), RUNNING)
+    assert res['status'] == 'fail' and 'federation peer not allowed' in res['evidence'][0]
+    assert 'locked out' in res['evidence'][0]
+    res = cl.check_mtls_enforced('true', 'true', _matrix(registry_svid=_probes(502)), RUNNING)
+    assert res['status'] == 'warn' and 'may not come from the mTLS check' in res['evidence'][0]
+
+
+def test_mtls_environment_must_say_true():
+    res = cl.check_mtls_enforced('true', 'false', _matrix(), RUNNING)
+    assert res['status'] == 'fail' and 'running registry container' in res['evidence'][0]
+    res = cl.check_mtls_enforced(None, 'true', _matrix(), RUNNING)
+    assert res['status'] == 'fail' and 'unset' in res['evidence'][0]
+
+
+def test_mtls_without_the_agent_svid_warns_that_the_allow_list_was_not_tested():
+    matrix = _matrix()
+    del matrix['non_registry']
+    res = cl.check_mtls_enforced('true', 'true', matrix, RUNNING,
+                                 unavailable=dict(non_registry='keys.json of the SPIRE agent is missing'))
+    assert res['status'] == 'warn' and 'allow-list was not tested' in res['evidence'][0]
+    assert res['details']['not_probed'] == dict(non_registry='keys.json of the SPIRE agent is missing')
+
+
+def test_mtls_without_our_svid_the_registry_probes_are_only_noted():
+    # svid_valid reports a broken SVID; mtls_enforced still judges what nginx decides by itself.
+    matrix = _matrix()
+    why = 'our registry SVID is not valid (see svid_valid)'
+    unavailable = {}
+    for probe_id in ('legacy_header', 'registry_svid', 'forged_header'):
+        del matrix[probe_id]
+        unavailable[probe_id] = why
+    res = cl.check_mtls_enforced('true', 'true', matrix, RUNNING, unavailable)
+    assert res['status'] == 'pass', res
+    assert sum(why in e for e in res['evidence']) == 3
 
 
 @pytest.mark.parametrize('registry', [dict(running=False), dict(running=True, health='starting'),
                                       dict(running=True, health='unhealthy')])
 def test_mtls_probes_through_a_registry_that_does_not_serve_are_skipped(registry):
     # A registry refusing its configuration starts and exits in a loop: nginx answers 502 for it.
-    res = cl.check_mtls_enforced('true', 'true', _probes(403), dict(status=502),
-                                 dict(method='GET', path='/x', status=502), registry=registry)
+    res = cl.check_mtls_enforced('true', 'true', _matrix(legacy_header=_probes(502), registry_svid=_probes(502)),
+                                 registry=registry)
     assert res['status'] == 'pass', res
-    assert any('probes through to it skipped' in e for e in res['evidence'])
+    assert sum('the registry container is not serving' in e for e in res['evidence']) == 2
+    assert sorted(res['details']['matrix']) == sorted(set(cl.MTLS_PROBE_IDS) - set(cl.MTLS_REGISTRY_PROBES))
 
 
 def test_minting():
