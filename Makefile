@@ -46,8 +46,11 @@ lab-down: bootstrap
 lab-status: bootstrap
 	@$(PY) lab/labctl.py status
 
+# pytest on everything (collection, lab, registry app) and go test; then the standard entry point
+# `ansible-test units` on a clean copy of the collection.
 unit: bootstrap collection
 	@bash tests/run_unit.sh
+	@ANSIBLE_TEST_COMMAND=units bash tests/sanity/run.sh
 
 lint: bootstrap collection
 	@$(VENV)/bin/ansible-lint --profile production

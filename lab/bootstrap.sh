@@ -14,16 +14,16 @@ die() { echo "bootstrap: ERROR: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (apt-get and dockerd need it), e.g. sudo make lab"
 
-# 1. Python virtualenv with the pinned requirements (re-installed when requirements.txt changes).
+# 1. Python virtualenv with the pinned requirements (re-installed when requirements*.txt change).
 command -v python3 >/dev/null || die "python3 is missing: apt-get install python3 python3-venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" || die "could not create $venv (apt-get install python3-venv)"
   did+=("created virtualenv .venv")
 fi
-req_hash=$(sha256sum "$repo/requirements.txt" | cut -d' ' -f1)
+req_hash=$(cat "$repo/requirements.txt" "$repo/requirements-dev.txt" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$repo/requirements.txt" \
-    || die "pip install -r requirements.txt failed (is PyPI reachable?)"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$repo/requirements-dev.txt" \
+    || die "pip install -r requirements-dev.txt failed (is PyPI reachable?)"
   echo "$req_hash" >"$venv/.requirements.sha256"
   did+=("installed Python requirements into .venv")
 fi

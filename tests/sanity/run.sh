@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run `ansible-test sanity` on a clean copy of the collection.
+# Run `ansible-test sanity` (or `ansible-test units` with ANSIBLE_TEST_COMMAND=units) on a clean
+# copy of the collection.
 #
 # The copy holds exactly the files git knows about (tracked, plus untracked files
 # that are not ignored), so virtualenvs, build output and lab state never reach
@@ -10,7 +11,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON_VERSION="${PYTHON_VERSION:-3.11}"
-DEST="$ROOT/.build/sanity/ansible_collections/theprotocol/operator"
+COMMAND="${ANSIBLE_TEST_COMMAND:-sanity}"
+case "$COMMAND" in
+    sanity) extra=() ;;
+    units) extra=(--requirements) ;;
+    *) echo "ANSIBLE_TEST_COMMAND must be sanity or units, not $COMMAND" >&2; exit 2 ;;
+esac
+DEST="$ROOT/.build/$COMMAND/ansible_collections/theprotocol/operator"
 
 if [[ ! -x "$VENV/bin/ansible-test" ]]; then
     echo "ansible-test not found in $VENV: create the virtualenv from requirements.txt first." >&2
@@ -83,7 +90,7 @@ cd "$DEST"
 git init -q .
 export PATH="$VENV/bin:$PATH"
 set +e
-ansible-test sanity --venv --python "$PYTHON_VERSION" --color no "$@"
+ansible-test "$COMMAND" --venv --python "$PYTHON_VERSION" --color no "${extra[@]}" "$@"
 rc=$?
 set -e
 exit "$rc"

@@ -13,8 +13,8 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _redis
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
-PW = _secrets.generate_secret()
-OTHER = _secrets.generate_secret()
+PW = 'Xq3vT9pLm2RkZ8wYc4NhJb7sFd1GaE6uVo0iKyHt5Ws'  # fixed: parametrize ids must not vary (xdist)
+OTHER = 'Bn8cRk2LwQ5zTy1mVx7pHs4dGf0jKa9eUo3iNt6Cb2M'
 H, H2 = _redis_acl.password_hash(PW), _redis_acl.password_hash(OTHER)
 
 
