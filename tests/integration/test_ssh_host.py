@@ -157,3 +157,37 @@ def test_incident_response_check_mode_over_ssh_passes(host):
     rc, text = timed("playbooks/incident_response.yml", "-l", HOST, "--check", structured=False)
     assert rc == 0, text[-4000:]
     assert f"{HOST}" in text and "failed=0" in text, text[-2000:]
+
+
+def _tree(path):
+    return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+def test_installed_collection_runs_verify_and_writes_nothing_into_itself(host, tmp_path):
+    """What an operator or AWX does: build the tarball, install it into an empty collections path (outside
+    the repository and its ansible.cfg), run theprotocol.operator.verify from there over SSH. Every file of
+    the run lands outside the installed collection (reports in ~/theprotocol-reports)."""
+    home, collections = tmp_path / "home", tmp_path / "collections"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(HOME=str(home), ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1")
+    venv = REPO / ".venv" / "bin"
+
+    def run(*argv):
+        proc = subprocess.run([str(venv / argv[0]), *argv[1:]], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=900, check=False)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        return proc.stdout
+    run("ansible-galaxy", "collection", "build", "--output-path", str(tmp_path), str(REPO))
+    tarball = next(tmp_path.glob("theprotocol-operator-*.tar.gz"))
+    run("ansible-galaxy", "collection", "install", "--no-deps", "-p", str(collections), str(tarball))
+    installed = collections / "ansible_collections" / "theprotocol" / "operator"
+    names = {p.name for p in installed.iterdir()}
+    assert {"plugins", "roles", "playbooks", "meta", "README.md", "COPYING"} <= names, names
+    assert not names & {"lab", "molecule", "Makefile", "ansible.cfg", "reports", "benchmarks"}, names
+    before = _tree(installed)
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)  # community.* come with the ansible package
+    out = run("ansible-playbook", "-i", str(INVENTORY), "theprotocol.operator.verify", "-l", HOST)
+    assert f"| {HOST} | {REGISTRY} | PASS |" in out, out[-3000:]
+    assert _tree(installed) == before, "the run wrote into the installed collection"
+    assert (home / "theprotocol-reports" / "security_checklist" / f"{HOST}.json").exists()
