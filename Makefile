@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LAB_HOSTS ?=
 export LAB_HOSTS
 
-.PHONY: help lab lab-up lab-down lab-status deploy verify images bootstrap collection test unit lint sanity integration molecule
+.PHONY: galaxy-import help lab lab-up lab-down lab-status deploy verify images bootstrap collection test unit lint sanity integration molecule
 
 help:
 	@echo "make lab         bring the offline lab up, deploy the operator stack on its hosts, print the checklist"
@@ -51,6 +51,10 @@ lab-status: bootstrap
 unit: bootstrap collection
 	@bash tests/run_unit.sh
 	@ANSIBLE_TEST_COMMAND=units bash tests/sanity/run.sh
+
+# galaxy-importer on the built tarball (what Galaxy runs on an upload); not part of make test.
+galaxy-import: bootstrap
+	@bash tests/galaxy/importer.sh
 
 lint: bootstrap collection
 	@$(VENV)/bin/ansible-lint --profile production
