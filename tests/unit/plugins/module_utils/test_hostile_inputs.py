@@ -19,7 +19,7 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _prefl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
 
-from test_preflight import Frame
+from ansible_collections.theprotocol.operator.tests.unit.plugins.module_utils.test_preflight import Frame
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 
