@@ -356,3 +356,98 @@ def test_preflight_refuses_bad_certificates_before_any_change(proxy, pki, host, 
     assert needle in msgs, msgs
     assert recap(result)[HOST]["changed"] == 0
     assert _site_state(host) == before
+
+
+# --------------------------------------------------------------------------- issue 12: internal endpoints closed
+
+def _internal_key(host) -> str:
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+    env = _envfile.EnvFile.from_bytes(sh(host, ["cat", f"/opt/theprotocol/{REGISTRY}/.env.operator"])[1].encode())
+    return env.value("INTERNAL_API_KEY")
+
+
+def _direct(host, path, key=None, method="GET") -> str:
+    """HTTP status of a request straight to the registry's loopback port (the control)."""
+    return sh(host, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method,
+                     *(["-H", f"X-Internal-Key: {key}"] if key else []), f"http://127.0.0.1:{PUBLISH_PORT}{path}"])[1]
+
+
+@pytest.mark.parametrize("path", ["/internal/status", "/internal/status/", "/internal/", "/api/v1/rows",
+                                  "/api/v1/rows/", "/internal/federation/agents", "//internal/status",
+                                  "/api/v1/../../internal/status"])
+def test_internal_endpoints_are_refused_and_never_reach_the_registry(proxy, pki, host, path):
+    key = _internal_key(host)
+    if path in ("/internal/status", "/api/v1/rows"):
+        assert _direct(host, path, key) == "200", "control: the key opens the endpoint when it reaches the registry"
+    since = _now_docker(host)
+    status, _hdrs, body = _request(proxy, pki, "GET", path, headers={"X-Internal-Key": key})
+    assert status == 403, body
+    assert _json(body) == {"error": "forbidden", "reason": "internal endpoint, not served publicly"}, body
+    _request(proxy, pki, "GET", "/health")  # a marker request the registry does log
+    log = wait_for("the marker in the registry's log",
+                   lambda: (text := _registry_log_since(host, since)) and '"GET /health"' in text and text, timeout=20)
+    assert "/internal/" not in log and "/api/v1/rows" not in log, log
+
+
+def test_federation_query_goes_through_with_the_certificate_post_only(proxy, pki, host, peer_svid):
+    path = "/internal/federation/query"
+    status, _hdrs, body = _request(proxy, pki, "POST", path, cert=peer_svid,
+                                   headers={"Content-Type": "application/json"}, body=b'{"q":"agents"}')
+    assert status == 200, body
+    assert _json(body)["peer_spiffe_id"] == "spiffe://example.com/service/registry-peer"
+    assert _json(body)["endpoint"] == "POST /internal/federation/query"
+    status, _hdrs, body = _request(proxy, pki, "POST", path, body=b"{}")
+    assert status == 401 and "client certificate required" in _json(body)["error"], body
+    status, _hdrs, body = _request(proxy, pki, "GET", path, cert=peer_svid)
+    assert status == 403, body  # limit_except POST, at nginx
+
+
+def test_a_client_internal_key_never_reaches_the_registry(proxy, pki, host):
+    """/api/v1/rows opened on purpose (internal locations: /internal/ only) and asked with the *real* key
+    through the proxy: the registry logs the key as missing, so nginx removed the header."""
+    key = _internal_key(host)
+    assert _direct(host, "/api/v1/rows", key) == "200", "control: the real key opens /api/v1/rows"
+    rc, result = _proxy(pki, proxy["tmp"], public_proxy_internal_locations=["/internal/"])
+    assert rc == 0, failure_messages(result)
+    try:
+        for path, method in (("/api/v1/rows", "GET"), (FEDERATION, "GET")):
+            since = _now_docker(host)
+            status, _hdrs, body = _request(proxy, pki, method, path, headers={"X-Internal-Key": key})
+            if path == "/api/v1/rows":
+                assert status == 401, body
+                log = wait_for("the registry's denial in its log", lambda: re.search(
+                    r"internal auth denied status=401 reason=(\w+) path=/api/v1/rows", _registry_log_since(host, since)),
+                    timeout=20)
+                assert log.group(1) == "missing_key", log.group(0)
+            else:
+                assert status == 401, body  # the federation location: no certificate, key or not
+    finally:
+        rc, result = _proxy(pki, proxy["tmp"])
+        assert rc == 0, failure_messages(result)
+
+
+def test_health_tells_nothing_about_the_database_and_redis(proxy, pki, host):
+    status, _hdrs, body = _request(proxy, pki, "GET", "/health")
+    assert status == 200 and _json(body) == {"status": "ok"}, body
+    assert b"postgres" not in body and b"redis" not in body
+    sh(host, ["docker", "stop", f"{REGISTRY}-redis"])
+    try:
+        direct = sh(host, ["curl", "-s", f"http://127.0.0.1:{PUBLISH_PORT}/health"])[1]
+        assert '"redis": "failed"' in direct, "control: the registry's own /health shows the Redis state"
+        for path in ("/health", "/health/"):
+            status, _hdrs, body = _request(proxy, pki, "GET", path)
+            assert status == 503 and _json(body) == {"status": "error"}, body
+            assert b"redis" not in body and b"postgres" not in body and b"Error" not in body
+    finally:
+        sh(host, ["docker", "start", f"{REGISTRY}-redis"])
+        assert wait_for("the public /health to be ok again",
+                        lambda: _request(proxy, pki, "GET", "/health")[0] == 200, timeout=90)
+
+
+def test_the_role_verifies_the_closed_endpoints_itself(proxy, pki):
+    rc, result = _proxy(pki, proxy["tmp"])
+    assert rc == 0, failure_messages(result)
+    names = [t["task"]["name"] for p in result["plays"] for t in p["tasks"] if not t["hosts"].get(HOST, {}).get("skipped")]
+    for wanted in ("GET /health answers the fixed body only", "Each internal location is refused by nginx",
+                   "The federation query (POST) goes through to the registry"):
+        assert any(wanted in n for n in names), (wanted, names)
