@@ -16,6 +16,7 @@ RUN_ANSIBLE_TEST = False
 RUN_ANSIBLE_LINT = True
 REQUIRE_V1_OR_GREATER = False
 CFG
+cd "$OUT"  # the importer writes importer_result.json into the current directory
 PATH="$VENV/bin:$PATH" GALAXY_IMPORTER_CONFIG="$OUT/galaxy-importer.cfg" \
   "$VENV/bin/python" -m galaxy_importer.main "$OUT"/theprotocol-operator-*.tar.gz | tee "$OUT/importer.log"
 grep -q 'Importer processing completed successfully' "$OUT/importer.log"
