@@ -431,6 +431,77 @@ def test_svid_from_another_trust_domain(stack, tmp_path):
     wait_all_pass(tmp_path, timeout=WINDOW + 120)
 
 
+# --------------------------------------------------------------------------- mtls_enforced probe matrix (issue 12)
+
+MTLS_PROBES = ["no_cert", "self_signed", "foreign_ca", "non_registry", "legacy_header", "forged_header",
+               "registry_svid"]
+FEDERATION = ["POST /api/v1/events/", "GET /api/v1/federation/agent-cards", "POST /api/v1/federation/sync-request",
+              "POST /internal/federation/query", "POST /api/v1/cross-teg/transfer"]
+
+
+def test_mtls_probe_matrix_on_the_healthy_stack(stack, tmp_path):
+    results, dummy, dummy2 = verify(tmp_path)
+    res = results["mtls_enforced"]
+    assert res["status"] == "pass", res
+    matrix = res["details"]["matrix"]
+    assert sorted(matrix) == sorted(MTLS_PROBES), res["details"]
+    for probe_id in MTLS_PROBES:
+        assert sorted(matrix[probe_id]) == sorted(FEDERATION)
+        assert set(matrix[probe_id].values()) == ({"200"} if probe_id == "registry_svid" else {"403"}), \
+            (probe_id, matrix[probe_id])
+    text = "\n".join(res["evidence"])
+    assert f"spiffe://example.com/spire/agent/x509pop/" in text  # the agent's own SVID was presented
+    assert "no client certificate: 403 403 403 403 403, refused on 5/5" in text
+
+
+def test_widened_allow_list_fails_mtls_enforced(stack, tmp_path):
+    """The real fault of the non-registry probe: nginx-federation lets any SVID of the trust domain through."""
+    wide = json.dumps({"operator_stack_federation_allowed_spiffe_ids": ["spiffe://example.com/**"]})
+    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", wide, structured=False)
+    assert rc == 0, out[-3000:]
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "mtls_enforced", "fail", "no registry, the SPIRE agent's own",
+                    "spiffe://example.com/spire/agent/x509pop/", "got through on POST /api/v1/events/",
+                    "only registry SPIFFE IDs")
+        assert set(results["mtls_enforced"]["details"]["matrix"]["non_registry"].values()) == {"200"}
+    finally:
+        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        assert rc == 0, out[-3000:]
+    wait_all_pass(tmp_path)
+
+
+def test_nginx_federation_without_its_checks_fails_every_refusal_probe(stack, tmp_path):
+    """nginx-federation with the guide's public-proxy laxness (optional_no_ca, no checks) answering for a backend
+    that trusts whatever nginx forwards: every probe that must be refused gets through, each named."""
+    conf_path = f"{STACK}/nginx/federation.conf"
+    conf = sh(stack, ["cat", conf_path])[1]
+    lax = conf.replace("ssl_verify_client      optional;", "ssl_verify_client      optional_no_ca;")
+    lax = re.sub(r"\n *if \(\$federation_(client_ok|peer_allowed) = 0\) \{\n[^\n]*\n *\}", "", lax)
+    lax = lax.replace("proxy_pass $registry_upstream;", "return 200 '{\"status\":\"ok\"}';")
+    assert lax.count("return 200") == 2 and "if ($federation" not in lax
+    put_file(stack, "/tmp/federation-lax.conf", lax.encode())
+    try:
+        # Written in place: the container's bind mount keeps the file's inode.
+        sh(stack, f"cat /tmp/federation-lax.conf > {conf_path}")
+        sh(stack, ["docker", "exec", f"{REG}-nginx-federation", "sh", "-c", "nginx -t -q && nginx -s reload"])
+        wait_for("nginx to serve the lax configuration", lambda: "200" == sh(stack, [
+            "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
+            "https://localhost:8443/api/v1/federation/agent-cards"], check=False)[1].strip(), timeout=30)
+        results, dummy, dummy2 = verify(tmp_path)
+        res = results["mtls_enforced"]
+        assert_only(results, "mtls_enforced", "fail")
+        failures = "\n".join(e for e in res["evidence"] if "got through" in e or "not 403" in e)
+        for words in ("no client certificate", "a self-signed certificate", "a certificate from another CA",
+                      "the SPIRE agent's own", "the legacy X-Federation-License header", "a forged X-SSL-Client-Cert"):
+            assert words in failures, (words, res["evidence"])
+        assert set(res["details"]["matrix"]["self_signed"].values()) == {"200"}
+    finally:
+        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        assert rc == 0, out[-3000:]
+    wait_all_pass(tmp_path)
+
+
 def test_registry_gets_403_from_the_eventstore(stack, lab, dkr, tmp_path):
     """The EventStore refuses this registry host (403, a suspended operator): the lab EventStore's
     deny hook (lab/labctl.py) keyed on the host's address."""
