@@ -88,9 +88,9 @@ def _cases(good):
         "SPIRE address with HCL metacharacters": (
             {"operator_stack_spire_server_address": 'spire"}\nplugins # x'},
             "spire_server_address 'spire\"}\\nplugins # x'"),
-        "image with YAML injected": ({"operator_stack_images": {**good["operator_stack_images"],
-                                                               "registry": "registry:lab\n    privileged: true"}},
-                                     "images.registry 'registry:lab\\n    privileged: true'"),
+        "image with YAML injected": (
+            {"operator_stack_images": {**good["operator_stack_images"], "registry": "registry:lab\n    privileged: true"}},
+            "images.registry 'registry:lab\\n    privileged: true'"),
         "bind address with a port": ({"operator_stack_federation_bind_address": "0.0.0.0:22"},
                                      "federation_bind_address '0.0.0.0:22'"),
         "EventStore URL with a token": ({"operator_stack_eventstore_url":
