@@ -11,7 +11,6 @@ import pytest
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _redis_acl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
-from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
 PW = 'Xq3vT9pLm2RkZ8wYc4NhJb7sFd1GaE6uVo0iKyHt5Ws'  # fixed: parametrize ids must not vary (xdist)
 OTHER = 'Bn8cRk2LwQ5zTy1mVx7pHs4dGf0jKa9eUo3iNt6Cb2M'
