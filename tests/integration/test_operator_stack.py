@@ -293,10 +293,9 @@ def test_njs_refuses_certificates_without_exactly_one_spiffe_id(host):
               "-v", f"{STACK_DIR}/nginx/federation_authz.js:/etc/nginx/njs/federation_authz.js:ro",
               "-v", f"{d}/certs:/certs:ro", image])
     try:
-        wait_for("the throwaway nginx to answer", lambda: sh(host, ["docker", "exec", "njs-probe", "curl", "-sk",
-                                                                    "https://localhost:8443/health"],
-                                                               check=False)[1].strip() == '{"status":"ok"}',
-                 timeout=60)
+        health = ["docker", "exec", "njs-probe", "curl", "-sk", "https://localhost:8443/health"]
+        wait_for("the throwaway nginx to answer",
+                 lambda: sh(host, health, check=False)[1].strip() == '{"status":"ok"}', timeout=60)
         got = {}
         for name in cases:
             out = sh(host, ["docker", "exec", "njs-probe", "curl", "-sk", "-m", "3", "-o", "/dev/null", "-w",
