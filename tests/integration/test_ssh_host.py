@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -170,7 +172,11 @@ def test_installed_collection_runs_verify_and_writes_nothing_into_itself(host, t
     home, collections = tmp_path / "home", tmp_path / "collections"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(HOME=str(home), ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1")
+    # SSH control sockets in a short directory: under pytest's tmp_path the socket path exceeds the
+    # 108 bytes a Unix socket name may have ("too long for Unix domain socket").
+    control = tempfile.mkdtemp(prefix="tp-cp-", dir="/tmp")
+    env.update(HOME=str(home), ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_SSH_CONTROL_PATH_DIR=control)
     venv = REPO / ".venv" / "bin"
 
     def run(*argv):
@@ -191,3 +197,4 @@ def test_installed_collection_runs_verify_and_writes_nothing_into_itself(host, t
     assert f"| {HOST} | {REGISTRY} | PASS |" in out, out[-3000:]
     assert _tree(installed) == before, "the run wrote into the installed collection"
     assert (home / "theprotocol-reports" / "security_checklist" / f"{HOST}.json").exists()
+    shutil.rmtree(control, ignore_errors=True)
