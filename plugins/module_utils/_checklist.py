@@ -18,6 +18,7 @@ import re
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
+from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth
 from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import DOCKER_TS_RE, parse_timestamp
 
 PASS, WARN, FAIL, SKIP = 'pass', 'warn', 'fail', 'skip'
@@ -26,7 +27,7 @@ SEVERITY = {FAIL: 0, WARN: 1, SKIP: 2, PASS: 3}
 SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
 SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD', 'INTERNAL_API_KEY')
 DB_SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD')
-DB_SECRET_SERVICES = {'POSTGRES_PASSWORD': 'db', 'REDIS_PASSWORD': 'redis'}
+DB_SECRET_SERVICES = dict((key, _live_auth.SERVICE_OF[kind]) for key, kind in _live_auth.KIND_OF_KEY.items())
 
 # The guide's "Endpoints Protected by Federation Auth".
 FEDERATION_ENDPOINTS = (

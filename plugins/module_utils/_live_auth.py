@@ -45,6 +45,8 @@ REFUSED = 'refused'
 ERROR = 'error'
 
 SERVICE_OF = {'postgres': 'db', 'redis': 'redis'}
+# Which server each .env.operator password belongs to.
+KIND_OF_KEY = {'POSTGRES_PASSWORD': 'postgres', 'REDIS_PASSWORD': 'redis'}
 _NAMES = {'postgres': 'PostgreSQL', 'redis': 'Redis'}
 _LABEL_RE = re.compile(r'^[a-z][a-z0-9_]*\Z')
 

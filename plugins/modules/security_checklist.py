@@ -276,7 +276,7 @@ class Gatherer:
 
 def _db_auth(gatherer, env, key):
     """The live check of ``key`` (with its controls) through _live_auth, in the db or redis container."""
-    kind = 'postgres' if key == 'POSTGRES_PASSWORD' else 'redis'
+    kind = live_auth.KIND_OF_KEY[key]
     user = env.value('POSTGRES_USER') or 'postgres'
 
     def executor(service, argv, environment):
