@@ -19,6 +19,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
+import yaml
 
 from conftest import STATE, recap, run_playbook, sh, put_file, server_cli, wait_for
 
@@ -345,32 +346,49 @@ def _registry_api(method, path, body=None, headers=None):
         return resp.read(), dict(resp.headers)
 
 
+def _deploy_redis_image(tmp_path, tag):
+    """site.yml on HOST with its redis image taken from ``tag`` of the lab registry's repository."""
+    images = dict(yaml.safe_load((STATE / "inventory.yml").read_text())["all"]["vars"]["theprotocol_images"])
+    images["redis"] = images["redis"].rsplit(":", 1)[0] + ":" + tag
+    extra = tmp_path / f"images-{tag}.json"
+    extra.write_text(json.dumps({"theprotocol_images": images}))
+    rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", f"@{extra}")
+    assert rc == 0, result
+
+
 def test_newer_image_pushed(stack, tmp_path):
-    repo = "theprotocol/redis"
+    """A newer image under the tag the stack runs fails the check. The tag is this module's own
+    (a copy of the lab's redis manifest): the lab tags are shared by every host, and a newer image
+    under them would fail the checklist of the modules running in parallel on other hosts."""
+    repo, tag = "theprotocol/redis", f"checklist-{HOST}"
     accept = ("application/vnd.docker.distribution.manifest.v2+json,application/vnd.oci.image.manifest.v1+json")
     manifest, headers = _registry_api("GET", f"/v2/{repo}/manifests/lab", headers={"Accept": accept})
     media = headers["Content-Type"]
-    doc = json.loads(manifest)
-    config, dummy = _registry_api("GET", f"/v2/{repo}/blobs/{doc['config']['digest']}")
-    cfg = json.loads(config)
-    cfg.setdefault("config", {}).setdefault("Labels", {})["org.theprotocol.lab.checklist-newer"] = str(time.time())
-    new_config = json.dumps(cfg).encode()
-    digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
-    dummy, upload = _registry_api("POST", f"/v2/{repo}/blobs/uploads/", b"")
-    location = upload["Location"]
-    location = location if location.startswith("http") else f"https://localhost:5000{location}"
-    sep = "&" if "?" in location else "?"
-    _registry_api("PUT", location.replace("https://localhost:5000", "") + f"{sep}digest={digest}", new_config,
-                  {"Content-Type": "application/octet-stream"})
-    doc["config"] = dict(doc["config"], digest=digest, size=len(new_config))
-    _registry_api("PUT", f"/v2/{repo}/manifests/lab", json.dumps(doc).encode(), {"Content-Type": media})
+    _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
+    _deploy_redis_image(tmp_path, tag)
     try:
+        doc = json.loads(manifest)
+        config, dummy = _registry_api("GET", f"/v2/{repo}/blobs/{doc['config']['digest']}")
+        cfg = json.loads(config)
+        cfg.setdefault("config", {}).setdefault("Labels", {})["org.theprotocol.lab.checklist-newer"] = str(time.time())
+        new_config = json.dumps(cfg).encode()
+        digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
+        dummy, upload = _registry_api("POST", f"/v2/{repo}/blobs/uploads/", b"")
+        location = upload["Location"]
+        location = location if location.startswith("http") else f"https://localhost:5000{location}"
+        sep = "&" if "?" in location else "?"
+        _registry_api("PUT", location.replace("https://localhost:5000", "") + f"{sep}digest={digest}", new_config,
+                      {"Content-Type": "application/octet-stream"})
+        doc["config"] = dict(doc["config"], digest=digest, size=len(new_config))
+        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", json.dumps(doc).encode(), {"Content-Type": media})
         results, dummy, dummy2 = verify(tmp_path)
-        assert_only(results, "images_up_to_date", "fail", "redis runs", "newer image was pushed")
+        assert_only(results, "images_up_to_date", "fail", f"{repo}:{tag}", "redis runs", "newer image was pushed")
+        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
+        results, dummy, dummy2 = verify(tmp_path, name="after")
+        assert results["images_up_to_date"]["status"] == "pass"
     finally:
-        _registry_api("PUT", f"/v2/{repo}/manifests/lab", manifest, {"Content-Type": media})
-    results, dummy, dummy2 = verify(tmp_path, name="after")
-    assert results["images_up_to_date"]["status"] == "pass"
+        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
+        _deploy_redis_image(tmp_path, "lab")
 
 
 def test_nginx_not_reloaded_after_rotation(stack, tmp_path):
