@@ -9,13 +9,15 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 LAB_HOSTS ?=
 export LAB_HOSTS
 
-.PHONY: galaxy-import help lab lab-up lab-down lab-status deploy verify images bootstrap collection test unit lint sanity integration molecule
+.PHONY: ee ee-verify galaxy-import help lab lab-up lab-down lab-status deploy verify images bootstrap collection test unit lint sanity integration molecule
 
 help:
 	@echo "make lab         bring the offline lab up, deploy the operator stack on its hosts, print the checklist"
 	@echo "make test        unit tests, ansible-lint, ansible-test sanity, lab integration tests"
 	@echo "make lab-down    remove the lab (caches are kept)"
 	@echo "other targets:   bootstrap images lab-up deploy verify lab-status unit lint sanity integration molecule"
+	@echo "make ee          build the execution-environment image (ansible-builder, nothing pulled)"
+	@echo "make ee-verify   make ee, then verify.yml inside it against lab host8; and failing on a real fault"
 
 bootstrap:
 	@bash lab/bootstrap.sh
@@ -55,6 +57,16 @@ unit: bootstrap collection
 # galaxy-importer on the built tarball (what Galaxy runs on an upload); not part of make test.
 galaxy-import: bootstrap
 	@bash tests/galaxy/importer.sh
+
+# Execution environment (tests/ee/): the ansible-builder image on the lab's base image, and
+# theprotocol.operator.verify run inside it with ansible-runner (docker) against the SSH host host8
+# (make lab-up LAB_HOSTS=8 and a deployed host8 first). Not part of make test (timings: README).
+ee: bootstrap
+	@bash tests/ee/build.sh
+
+ee-verify: ee
+	@bash tests/ee/verify.sh
+	@bash tests/ee/fault.sh
 
 lint: bootstrap collection
 	@$(VENV)/bin/ansible-lint --profile production

@@ -3,7 +3,8 @@
 # machine, pulling nothing: base image theprotocol-lab/base:bookworm (built here with debootstrap
 # when missing), collections from local tarballs (collections.sh), Python from a local wheelhouse
 # (wheelhouse.sh). Prints the image and the build time.
-# Usage: bash tests/ee/build.sh   (make ee)   EE_IMAGE=name:tag to choose the image name.
+# Usage: bash tests/ee/build.sh   (make ee)   EE_IMAGE=name:tag to choose the image name;
+# EE_NO_CACHE=1 builds without Docker's layer cache (a cold build: also rm -rf .build/ee).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export EE_DIR="${EE_DIR:-$ROOT/.build/ee}"
@@ -20,7 +21,7 @@ mkdir -p "$EE_DIR"
 cp "$ROOT/tests/ee/execution-environment.yml" "$EE_DIR/execution-environment.yml"
 bash "$ROOT/tests/ee/collections.sh"
 bash "$ROOT/tests/ee/wheelhouse.sh"
-"$ROOT/.venv/bin/ansible-builder" build --container-runtime docker -v 2 \
+"$ROOT/.venv/bin/ansible-builder" build --container-runtime docker -v 2 ${EE_NO_CACHE:+--no-cache} \
   -f "$EE_DIR/execution-environment.yml" -c "$EE_DIR/context" -t "$EE_IMAGE" >"$EE_DIR/build.log" 2>&1 \
   || { tail -40 "$EE_DIR/build.log" >&2; echo "ee: ansible-builder build failed (log: $EE_DIR/build.log)" >&2; exit 1; }
 docker run --rm "$EE_IMAGE" ansible-galaxy collection list 2>/dev/null | grep -E '^(theprotocol|community)\.' | sed 's/^/ee:   /'
