@@ -118,6 +118,18 @@ CHECKS = {
         _G + 'Secret Rotation (".env.operator" holds the stack secrets): `chown root:root .env.operator && '
         'chmod 0600 .env.operator`; rotate the secrets if others could read them.',
         ()),
+    'secrets_rotation_complete': (
+        'No unfinished secret rotation; Redis accepts one password',
+        _G + 'Secret Rotation, done live by theprotocol.operator: run `rotate_secrets.yml` with '
+        '`theprotocol_rotation_action=resume` (it finishes the rotation recorded in .env.operator.rotation.json when '
+        'its new values are live, rolls it back when they are not); a second Redis password outside a rotation is '
+        'dropped by the next rotation, which leaves Redis exactly one.',
+        ()),
+    'secrets_age': (
+        'Secrets rotated within the maximum age',
+        _G + 'Secret Rotation: rotate the secrets with theprotocol.operator\'s `rotate_secrets.yml` (live, verified, '
+        'rolled back on failure); it records each new value\'s date in .env.operator.rotation.json.',
+        ()),
 }
 CHECK_IDS = tuple(CHECKS)
 
@@ -773,3 +785,47 @@ def check_env_file_permissions(path, info):
     if failures:
         return result('env_file_permissions', FAIL, failures)
     return result('env_file_permissions', PASS, '%s: mode 0600, owner root' % path)
+
+
+def check_secrets_rotation_complete(rotation, journal_error, redis_passwords, redis_reason=None):
+    """``rotation``: the last rotation of the journal (or None); ``journal_error``: why it cannot be read;
+    ``redis_passwords``: how many passwords Redis accepts for the stack user (None: not known, ``redis_reason``)."""
+    failures, evidence = [], []
+    if journal_error:
+        failures.append(journal_error)
+    elif rotation and rotation.get('state') == 'in_progress':
+        failures.append('an unfinished rotation of %s (started %s) stopped at step %s'
+                        % (', '.join(rotation.get('keys') or []), rotation.get('started'), rotation.get('step')))
+    elif rotation:
+        evidence.append('last rotation %s, %s' % (rotation.get('started'), rotation.get('state')))
+    else:
+        evidence.append('no rotation recorded')
+    if redis_passwords is None:
+        if redis_reason:
+            evidence.append('Redis passwords not counted: %s' % redis_reason)
+    elif redis_passwords > 1 and not failures:
+        failures.append('Redis accepts %d passwords for its stack user outside a rotation: an old one is still valid'
+                        % redis_passwords)
+    else:
+        plural = '' if redis_passwords == 1 else 's'
+        evidence.append('Redis accepts %d password%s for its stack user' % (redis_passwords, plural))
+    if failures:
+        return result('secrets_rotation_complete', FAIL, failures + evidence)
+    return result('secrets_rotation_complete', PASS, evidence)
+
+
+def check_secrets_age(ages, max_days):
+    """``ages``: key -> dict(since, days, note) (``_rotation_journal.secret_ages``)."""
+    old, unknown, evidence = [], [], []
+    for key, info in sorted(ages.items()):
+        if info.get('days') is None:
+            unknown.append('%s: age unknown (%s)' % (key, info.get('note')))
+        elif info['days'] > max_days:
+            old.append('%s is %d days old (set %s), more than %d' % (key, info['days'], info['since'], max_days))
+        else:
+            evidence.append('%s: %d days (set %s)' % (key, info['days'], info['since']))
+    known = [(info['days'], key) for key, info in ages.items() if info.get('days') is not None]
+    oldest = dict(zip(('days', 'key'), max(known))) if known else None
+    if old or unknown:
+        return result('secrets_age', WARN, old + unknown + evidence, oldest=oldest, max_days=max_days)
+    return result('secrets_age', PASS, evidence or 'no secret in .env.operator', oldest=oldest, max_days=max_days)

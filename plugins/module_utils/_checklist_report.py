@@ -57,6 +57,7 @@ def fleet_json(all_rows):
         totals=dict(hosts=len(all_rows),
                     failing_hosts=[r['host'] for r in all_rows if r['status'] in (cl.FAIL, 'error')],
                     warning_hosts=[r['host'] for r in all_rows if r['status'] == cl.WARN],
+                    oldest_secret=dict((r['host'], oldest_secret(r)) for r in all_rows),
                     pending_hosts=[r['host'] for r in all_rows if r['status'] == PENDING])))
 
 
@@ -84,12 +85,23 @@ def host_markdown(one):
 def fleet_table(all_rows):
     """The hosts x checks Markdown table, failing hosts first (one list item per line)."""
     ids = list(cl.CHECKS)
-    lines = ['| host | registry | overall | %s |' % ' | '.join(ids), '|---|---|---|%s' % ('---|' * len(ids))]
+    lines = ['| host | registry | overall | %s | oldest secret |' % ' | '.join(ids),
+             '|---|---|---|%s---|' % ('---|' * len(ids))]
     for one in all_rows:
         status = dict((r['id'], r['status']) for r in one['results'])
         cells = ''.join(' %s |' % CELL.get(status.get(i), '-') for i in ids)
-        lines.append('| %s | %s | %s |%s' % (one['host'], one['registry_name'], one['status'].upper(), cells))
+        lines.append('| %s | %s | %s |%s %s |'
+                     % (one['host'], one['registry_name'], one['status'].upper(), cells, oldest_secret(one)))
     return lines
+
+
+def oldest_secret(one):
+    """``KEY, N d`` from the host's secrets_age result; ``unknown`` or ``-`` (not checked)."""
+    for res in one['results']:
+        if res['id'] == 'secrets_age':
+            oldest = (res.get('details') or {}).get('oldest')
+            return '%s, %d d' % (oldest['key'], oldest['days']) if oldest else 'unknown'
+    return '-'
 
 
 def fleet_markdown(all_rows):

@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover (Python 2 is not supported by the collec
     quote = None
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
 
 REDACTED = '<redacted>'
 MIN_SUBSTITUTION_LENGTH = 4
@@ -95,12 +96,13 @@ def _read(path):
 
 
 def env_file_secrets(path, public_keys=()):
-    """``(values, files)``: the secret values of the env file ``path`` and of every backup of it.
+    """``(values, files)``: the secret values of the env file ``path``, of every backup of it and of the
+    pending values of an unfinished rotation (``<path>.pending``).
 
-    ``files`` is the number of files read (the current one when it exists, and each backup).
+    ``files`` is the number of files read (the current one when it exists, each backup, the pending file).
     """
     values, files = [], 0
-    for name in [path] + _envfile.list_backups(path):
+    for name in [path] + _envfile.list_backups(path) + [_rotation_journal.pending_path(path)]:
         data = _read(name)
         if data is None:
             continue

@@ -14,17 +14,32 @@ description:
     (new C(.env.operator), C(down), C(up -d)) locks the registry out of PostgreSQL, which applies
     C(POSTGRES_PASSWORD) to an empty data directory only.
   - O(phase=plan) reports what would rotate and which compose services would be recreated. Nothing is changed.
-  - O(phase=apply) backs up C(.env.operator) (C(<file>.<timestamp>.bak), mode C(0600)), generates new values, adds the new
-    Redis password next to the old one (C(ACL SETUSER default) with its SHA-256, C(ACL SAVE)), rewrites C(.env.operator)
-    atomically and sets the new PostgreSQL password with C(ALTER ROLE ... PASSWORD '<SCRAM-SHA-256 verifier>'), the
-    verifier being computed by the module so that the plaintext never reaches the server, its log or
-    C(pg_stat_activity). If a step fails, the steps done are undone before the module fails.
-  - After O(phase=apply) the caller recreates RV(recreate_services) (compose copies the C(secrets) into a container when it
-    creates it; a changed value is not seen as a change by C(docker compose up)).
+  - Every rotation is journaled on the host in C(<env_file>.rotation.json) (mode C(0600), atomic writes, no secret
+    value; it holds the keys, the fingerprints before and after, the backup it belongs to, the step reached and when). A step is
+    written to the journal before the live change it names is made, so a run that stops anywhere can be finished or
+    rolled back by the next one.
+  - O(phase=status) reads the journal and, when a rotation is unfinished, probes PostgreSQL and Redis and returns
+    RV(decision) (V(forward) when the new values are in C(.env.operator) and live, V(back) when they are not,
+    V(refuse) when the file holds values from neither side) with a one-line RV(reason). Read-only.
+  - O(phase=begin) checks that the file matches the live credentials, backs up C(.env.operator)
+    (C(<file>.<timestamp>.bak), mode C(0600), the previous values), generates fresh values into
+    C(<env_file>.pending) (mode C(0600), the pending values) and starts the journal.
+  - O(phase=apply) makes the live steps of the staged rotation, O(step) at a time or all of them. V(redis_add) adds the
+    new Redis password next to the old one (C(ACL SETUSER default) with its SHA-256, C(ACL SAVE)), V(env_write)
+    rewrites C(.env.operator) atomically, V(pg_alter) sets the new PostgreSQL password with C(ALTER ROLE ... PASSWORD
+    '<SCRAM-SHA-256 verifier>'), the verifier being computed by the module so that the plaintext never reaches the
+    server, its log or C(pg_stat_activity). Without O(step) and without an unfinished rotation, it stages one first.
+    Every step is idempotent.
+  - After the live steps the caller recreates RV(recreate_services) (compose copies the C(secrets) into a container when
+    it creates it; a changed value is not seen as a change by C(docker compose up)) and journals it with
+    O(phase=record) O(step=recreated).
   - O(phase=verify) checks that the new credentials are accepted and the old ones refused (PostgreSQL login, Redis
-    C(AUTH), C(X-Internal-Key) on the registry's C(/internal/status)) and drops the old Redis password.
+    C(AUTH), C(X-Internal-Key) on the registry's C(/internal/status)) and drops the old Redis password, so that Redis
+    accepts exactly one.
+  - O(phase=finish) closes the journal with O(outcome) and removes the pending values; a completed rotation starts the
+    age of the new values.
   - O(phase=rollback) puts the old live credentials back and restores C(.env.operator) byte for byte from
-    O(backup_file); the caller then recreates RV(recreate_services).
+    O(backup_file) (default the unfinished rotation's backup); the caller then recreates RV(recreate_services).
   - O(phase=sync) makes the live PostgreSQL and Redis credentials match C(.env.operator), for example to repair a stack
     broken by the guide's procedure. Redis is authenticated with a value from the file or from its backups.
   - Commands run in the stack's containers (C(<registry_name>-db), C(-redis), C(-registry)) through the Docker API.
@@ -44,15 +59,27 @@ attributes:
   idempotent:
     support: none
     details:
-      - O(phase=apply) generates new values on every run. O(phase=rollback) and O(phase=sync) are idempotent.
+      - O(phase=begin) generates fresh values on every run (a retry never reuses the values of a failed attempt). The
+        steps of O(phase=apply), O(phase=rollback) and O(phase=sync) are idempotent.
 requirements:
   - Docker SDK for Python (Debian C(python3-docker)) and the docker compose v2 CLI plugin on the host.
 options:
   phase:
     description: The step to run, see the description.
     type: str
-    choices: [plan, apply, verify, rollback, sync]
+    choices: [plan, status, begin, apply, record, verify, finish, rollback, sync]
     required: true
+  step:
+    description:
+      - With O(phase=apply), the one live step to make (V(redis_add), V(env_write), V(pg_alter)); all of them when
+        not set.
+      - With O(phase=record), the step the caller made (V(recreated)).
+    type: str
+    choices: [redis_add, env_write, pg_alter, recreated]
+  outcome:
+    description: With O(phase=finish), how the unfinished rotation ends.
+    type: str
+    choices: [completed, rolled_back, repaired]
   project_dir:
     description: The stack directory, holding the compose file and the env file.
     type: path
@@ -77,8 +104,8 @@ options:
     default: []
   backup_file:
     description:
-      - The backup that O(phase=apply) returned. Required for O(phase=verify) and O(phase=rollback), which read the old
-        values from it.
+      - The backup that holds the old values, for O(phase=verify) and O(phase=rollback). Default the backup of the
+        unfinished rotation recorded in the journal.
     type: path
   backup_keep:
     description: After the backup of O(phase=apply), keep this many newest backups (V(0) keeps all).
@@ -124,7 +151,20 @@ EXAMPLES = r"""
     phase: verify
     project_dir: /opt/theprotocol/acme
     registry_name: acme
-    backup_file: "{{ rotation.backup_file }}"
+
+- name: Close the journal
+  theprotocol.operator.credential_rotate:
+    phase: finish
+    outcome: completed
+    project_dir: /opt/theprotocol/acme
+    registry_name: acme
+
+- name: What a later run would do with an unfinished rotation
+  theprotocol.operator.credential_rotate:
+    phase: status
+    project_dir: /opt/theprotocol/acme
+    registry_name: acme
+  register: rotation_status
 """
 
 RETURN = r"""
@@ -172,12 +212,41 @@ restored:
   type: list
   elements: str
   sample: [postgres, env_file]
-undone:
-  description: On a failed O(phase=apply), the steps that were undone before failing.
-  returned: failure
+decision:
+  description: O(phase=status) only. What to do with an unfinished rotation (V(forward), V(back), V(refuse)), or V(none).
+  returned: success
+  type: str
+  sample: forward
+reason:
+  description: O(phase=status) only. The decision in one line (keys, start, step reached, why); never a value.
+  returned: success
+  type: str
+  sample: "the rotation of POSTGRES_PASSWORD started 2026-11-27T18:00:00Z stopped at step postgres_altered; the new
+    values are in .env.operator and live: rolling forward."
+journal:
+  description: O(phase=status) only. The last rotation recorded (state, step, keys, times, backup); no value.
+  returned: success
+  type: dict
+  sample: {state: in_progress, step: env_written, keys: [POSTGRES_PASSWORD], started: "2026-11-27T18:00:00Z",
+           updated: "2026-11-27T18:00:02Z", backup_file: /opt/theprotocol/acme/.env.operator.20261127T180000Z.bak,
+           done: [redis_added, env_written]}
+secret_ages:
+  description: O(phase=status) only. Per secret, since when its current value is in force and its age in days
+    (V(null) with a note when unknown).
+  returned: success
+  type: dict
+  sample: {POSTGRES_PASSWORD: {since: "2026-11-27T18:00:05Z", days: 0, note: null}}
+step:
+  description: The journal step reached (O(phase=begin), O(phase=apply), O(phase=record)).
+  returned: success
+  type: str
+  sample: postgres_altered
+changed_keys:
+  description: O(phase=sync) only. Keys whose live credential was changed (their consumers are in RV(recreate_services)).
+  returned: success
   type: list
   elements: str
-  sample: [redis]
+  sample: [POSTGRES_PASSWORD]
 """
 
 import json
@@ -187,6 +256,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
+from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
@@ -263,10 +333,127 @@ class Rotation:
         return envfile.value('POSTGRES_USER') or 'postgres', envfile.value('POSTGRES_DB') or envfile.value(
             'POSTGRES_USER') or 'postgres'
 
-    # ------------------------------------------------------------------ apply
-    def apply(self):
+    # ------------------------------------------------------------------ journal
+    def journal(self):
+        try:
+            return _rotation_journal.load(self.path)
+        except _rotation_journal.JournalError as exc:
+            raise _rotation.RotationError(str(exc), 'journal') from None
+
+    def write_journal(self, doc):
+        if self.check_mode:
+            return
+        info = os.stat(self.path)
+        try:
+            _rotation_journal.write(self.path, doc, uid=info.st_uid, gid=info.st_gid)
+        except _rotation_journal.JournalError as exc:
+            raise _rotation.RotationError(str(exc), 'journal') from None
+
+    def unfinished(self):
+        doc = self.journal()
+        rotation = _rotation_journal.unfinished(doc)
+        if rotation is None:
+            raise _rotation.RotationError('No unfinished rotation is recorded in %s: start one with phase=begin.'
+                                          % _rotation_journal.journal_path(self.path), 'journal')
+        return doc, rotation
+
+    def read_values(self, path, keys):
+        data, dummy = _envfile.read(path)
+        if data is None:
+            return None
+        values = _rotation.env_values(data, keys)
+        self.protect(*values.values())
+        return values
+
+    def pending(self, rotation):
+        """The PENDING values of the unfinished rotation (checked against the journal's fingerprints)."""
+        values = self.read_values(_rotation_journal.pending_path(self.path), rotation['keys'])
+        if values is None or _rotation.fingerprints(values) != rotation['fingerprints']['after']:
+            raise _rotation.RotationError(
+                'The pending values of the unfinished rotation (%s) are missing or changed: it cannot go forward. Roll it '
+                'back (theprotocol_rotation_action=rollback).' % _rotation_journal.pending_path(self.path), 'journal')
+        return values
+
+    def previous(self, rotation):
+        values = self.read_values(rotation['backup_file'], rotation['keys'])
+        if values is None or _rotation.fingerprints(values) != rotation['fingerprints']['before']:
+            return None
+        return values
+
+    def write_pending(self, values, info):
+        envfile = _envfile.EnvFile.parse('# Pending values of an unfinished secret rotation (see %s).\n'
+                                         % os.path.basename(_rotation_journal.journal_path(self.path)))
+        for key in sorted(values):
+            envfile.set(key, values[key])
+        _envfile.atomic_write(_rotation_journal.pending_path(self.path), envfile.render().encode('utf-8'), mode=0o600,
+                              uid=info.st_uid, gid=info.st_gid)
+
+    def remove_pending(self):
+        try:
+            os.unlink(_rotation_journal.pending_path(self.path))
+        except FileNotFoundError:
+            pass
+
+    def status(self):
+        """The recorded rotation and, when it is unfinished, what to do with it (from live probes)."""
+        result = self.plan()
+        doc = self.journal()
+        rotation = doc.get('rotation') or {}
+        shown = ('state', 'step', 'keys', 'started', 'updated', 'backup_file', 'done')
+        result['journal'] = dict((k, rotation.get(k)) for k in shown)
+        data, dummy, envfile, current = self.read_env()
+        result['secret_ages'] = _rotation_journal.secret_ages(doc, _rotation.fingerprints(
+            dict((k, v) for k, v in current.items() if v)), now=self.now)
+        if _rotation_journal.unfinished(doc) is None:
+            result.update(decision=_rotation_journal.NONE, reason='no unfinished rotation')
+            return result
+        keys = rotation['keys']
+        self.live.pg_user, self.live.pg_db = self.pg_names(envfile)
+        old = self.previous(rotation)
+        try:
+            new = self.pending(rotation)
+        except _rotation.RotationError:
+            new = None
+        facts = {'env': _rotation.fingerprints(dict((k, current.get(k)) for k in keys)),
+                 'backup': _rotation.fingerprints(old) if old else None, 'postgres': None, 'redis': None}
+        if 'POSTGRES_PASSWORD' in keys:
+            try:
+                verifier = self.live.pg_verifier()
+            except _rotation.RotationError:
+                verifier = None
+            for side, values in (('new', new), ('old', old)):
+                if verifier and values and _rotation.scram_verifier_matches(values['POSTGRES_PASSWORD'], verifier):
+                    facts['postgres'] = side
+            if verifier and facts['postgres'] is None:
+                facts['postgres'] = 'other'
+        if 'REDIS_PASSWORD' in keys:
+            candidates = [current.get('REDIS_PASSWORD')] + [v['REDIS_PASSWORD'] for v in (new, old) if v]
+            auth = _rotation.first_usable(candidates, self.live.redis_login_ok)
+            if auth:
+                hashes = self.live.redis_hashes(auth)
+                facts['redis'] = dict((side, bool(values) and _rotation.redis_password_hash(values['REDIS_PASSWORD'])
+                                       in hashes) for side, values in (('new', new), ('old', old)))
+        decision, reason = _rotation_journal.decide(doc, facts)
+        if decision == _rotation_journal.FORWARD and new is None:
+            decision = _rotation_journal.FORWARD  # the file holds the new values; verify reads them from there
+        result.update(decision=decision, reason=reason, facts=facts,
+                      recreate_services=_rotation.plan_services(self.config, keys)['recreate'],
+                      backup_file=rotation['backup_file'])
+        return result
+
+    # ------------------------------------------------------------------ begin / apply
+    def begin(self):
+        """Stage a rotation: preflight, backup (PREVIOUS), new values in the pending file (PENDING), journal."""
         result = self.plan()
         data, info, envfile, old = self.read_env()
+        doc = self.journal()
+        if _rotation_journal.unfinished(doc):
+            rotation = doc['rotation']
+            raise _rotation.RotationError(
+                'An unfinished rotation of %s (started %s, step %s) is recorded in %s. Run the rotation again: it '
+                'finishes or rolls back that one first (theprotocol_rotation_action=resume or rollback). Nothing was '
+                'changed.' % (', '.join(rotation['keys']), rotation['started'], rotation['step'],
+                              _rotation_journal.journal_path(self.path)), 'preflight')
         missing = [k for k in self.keys if not old.get(k)]
         if missing:
             raise _rotation.RotationError('%s has no value for %s: there is nothing live to rotate. Deploy the stack '
@@ -281,69 +468,130 @@ class Rotation:
                 'Nothing was changed.' % (self.path, self.live.pg_user), 'preflight')
         if 'REDIS_PASSWORD' in self.keys:
             self.live.redis_hashes(old['REDIS_PASSWORD'])
-        result['fingerprints'] = dict(before=_rotation.fingerprints(dict((k, old[k]) for k in self.keys)))
+        before = _rotation.fingerprints(dict((k, old[k]) for k in self.keys))
+        result['fingerprints'] = dict(before=before)
         if self.check_mode:
             result['changed'] = True
             return result
-
+        # Fresh values on every start: a retry never reuses values of a failed attempt.
         new = dict((k, _secrets.generate_secret(self.p['secret_length'])) for k in self.keys)
         self.protect(*new.values())
         result['backup_file'] = _envfile.backup(self.path, data, now=self.now)
         result['removed_backups'] = _envfile.prune_backups(self.path, self.p['backup_keep'])
-        done = []
-        try:
-            if 'REDIS_PASSWORD' in new:
-                self.live.redis_change(old['REDIS_PASSWORD'], add=[_rotation.redis_password_hash(new['REDIS_PASSWORD'])])
-                done.append('redis')
-            for key in self.keys:
-                envfile.set(key, new[key])
-            _envfile.atomic_write(self.path, envfile.render().encode('utf-8'), mode=info.st_mode & 0o7777,
-                                  uid=info.st_uid, gid=info.st_gid)
-            done.append('env_file')
-            if 'POSTGRES_PASSWORD' in new:
-                done.append('postgres')  # undo even if ALTER ROLE failed after applying
-                self.live.pg_set_password(new['POSTGRES_PASSWORD'])
-        except (_rotation.RotationError, _envfile.EnvFileError) as exc:
-            undone, problems = self.undo(done, data, info, old, new)
-            raise _rotation.RotationError(
-                'Rotation failed at step %s: %s Undone: %s.%s' % (
-                    getattr(exc, 'step', None) or 'env_file', exc, ', '.join(undone) or 'nothing',
-                    (' NOT undone: %s.' % '; '.join(problems)) if problems else ' The old credentials are in force.'),
-                'apply') from None
         result['fingerprints']['after'] = _rotation.fingerprints(new)
-        result['changed'] = True
+        try:
+            self.write_pending(new, info)
+            self.write_journal(_rotation_journal.begin(doc, self.keys, before, result['fingerprints']['after'],
+                                                       result['backup_file'], now=self.now))
+        except (_rotation.RotationError, _envfile.EnvFileError):
+            self.remove_pending()  # no journal, no pending values: nothing was staged
+            raise
+        result.update(changed=True, step='staged')
         return result
 
-    def undo(self, done, data, info, old, new):
-        undone, problems = [], []
-        if 'postgres' in done:
-            try:
-                if not _rotation.scram_verifier_matches(old['POSTGRES_PASSWORD'], self.live.pg_verifier()):
-                    self.live.pg_set_password(old['POSTGRES_PASSWORD'])
-                undone.append('postgres')
-            except _rotation.RotationError as exc:
-                problems.append(str(exc))
-        if 'env_file' in done:
-            try:
-                _envfile.atomic_write(self.path, data, mode=info.st_mode & 0o7777, uid=info.st_uid, gid=info.st_gid)
-                undone.append('env_file')
-            except _envfile.EnvFileError as exc:
-                problems.append(str(exc))
-        if 'redis' in done:
-            try:
-                self.live.redis_change(old['REDIS_PASSWORD'],
-                                       remove=[_rotation.redis_password_hash(new['REDIS_PASSWORD'])])
-                undone.append('redis')
-            except _rotation.RotationError as exc:
-                problems.append(str(exc))
-        return undone, problems
+    APPLY_STEPS = ('redis_add', 'env_write', 'pg_alter')
+    STEP_RECORD = {'redis_add': 'redis_added', 'env_write': 'env_written', 'pg_alter': 'postgres_altered'}
+
+    def apply(self):
+        """The live steps of the staged rotation (all of them, or ``step``); a new rotation is staged first
+        when none is unfinished and no ``step`` is given. Each step is journaled before it is made."""
+        if self.p.get('step') and self.p['step'] not in self.APPLY_STEPS:
+            raise _rotation.RotationError('step=%s is not a step of phase=apply (%s).'
+                                          % (self.p['step'], ', '.join(self.APPLY_STEPS)), 'preflight')
+        if not self.p.get('step'):
+            result = self.begin() if not _rotation_journal.unfinished(self.journal()) else self.plan()
+            if self.check_mode:
+                return result
+            steps = self.APPLY_STEPS
+        else:
+            result, steps = self.plan(), [self.p['step']]
+        for step in steps:
+            self.apply_step(step)
+        doc, rotation = self.unfinished()
+        result.update(changed=True, step=rotation['step'], backup_file=rotation['backup_file'],
+                      rotate=rotation['keys'], fingerprints=rotation['fingerprints'],
+                      recreate_services=_rotation.plan_services(self.config, rotation['keys'])['recreate'])
+        return result
+
+    def apply_step(self, step):
+        doc, rotation = self.unfinished()
+        keys = rotation['keys']
+        new = self.pending(rotation)
+        data, info, envfile, current = self.read_env()
+        self.live.pg_user, self.live.pg_db = self.pg_names(envfile)
+        record = self.STEP_RECORD[step]
+        if self.check_mode:
+            return
+        self.write_journal(_rotation_journal.advance(doc, record, now=self.now))      # intent first
+        if step == 'redis_add' and 'REDIS_PASSWORD' in keys:
+            new_hash = _rotation.redis_password_hash(new['REDIS_PASSWORD'])
+            old = self.previous(rotation) or {}
+            auth = _rotation.first_usable([current.get('REDIS_PASSWORD'), old.get('REDIS_PASSWORD'),
+                                           new['REDIS_PASSWORD']], self.live.redis_login_ok)
+            if auth is None:
+                raise _rotation.RotationError('Redis: no known password is accepted (or Redis is down).', 'redis')
+            if new_hash not in self.live.redis_hashes(auth):
+                self.live.redis_change(auth, add=[new_hash])
+        elif step == 'env_write':
+            for key in keys:
+                envfile.set(key, new[key])
+            rendered = envfile.render().encode('utf-8')
+            if rendered != data:
+                _envfile.atomic_write(self.path, rendered, mode=info.st_mode & 0o7777, uid=info.st_uid,
+                                      gid=info.st_gid)
+        elif step == 'pg_alter' and 'POSTGRES_PASSWORD' in keys:
+            if not _rotation.scram_verifier_matches(new['POSTGRES_PASSWORD'], self.live.pg_verifier()):
+                self.live.pg_set_password(new['POSTGRES_PASSWORD'])
+        doc, rotation = self.unfinished()
+        self.write_journal(_rotation_journal.advance(doc, record, now=self.now, done=record))
+
+    def record(self):
+        """Journal a step the caller made (``recreated``: the consumers were recreated)."""
+        result = self.plan()
+        if self.p['step'] != 'recreated':
+            raise _rotation.RotationError('phase=record takes step=recreated (the live steps are phase=apply).',
+                                          'preflight')
+        doc, rotation = self.unfinished()
+        self.write_journal(_rotation_journal.advance(doc, self.p['step'], now=self.now, done=self.p['step']))
+        result.update(changed=True, step=self.p['step'])
+        return result
+
+    def finish(self):
+        """Close the unfinished rotation (completed, rolled_back or repaired) and remove its pending values."""
+        result = self.plan()
+        doc = self.journal()
+        if _rotation_journal.unfinished(doc) is None:
+            rotation = doc.get('rotation') or dict(keys=[], fingerprints=dict(before={}, after={}), backup_file='')
+            result.update(changed=False, state=rotation.get('state'), journal=rotation)
+            return result
+        closed = _rotation_journal.finish(doc, self.p['outcome'], now=self.now)
+        self.write_journal(closed)
+        if not self.check_mode:
+            self.remove_pending()
+        rotation = closed['rotation']
+        result.update(changed=True, state=self.p['outcome'], journal=rotation,
+                      recreate_services=_rotation.plan_services(self.config, rotation['keys'])['recreate'])
+        return result
 
     # ------------------------------------------------------------------ verify
+    def backup_file(self):
+        """``backup_file``, or the backup of the unfinished rotation in the journal."""
+        if self.p['backup_file']:
+            return self.p['backup_file']
+        rotation = _rotation_journal.unfinished(self.journal())
+        if rotation is None:
+            raise _rotation.RotationError('backup_file is required for phase=%s when no unfinished rotation is '
+                                          'recorded.' % self.p['phase'], 'preflight')
+        return rotation['backup_file']
+
     def old_values(self):
-        if not self.p['backup_file']:
-            raise _rotation.RotationError('backup_file is required for phase=%s.' % self.p['phase'], 'preflight')
-        dummy, dummy2, dummy3, old = self.read_env(self.p['backup_file'])
+        dummy, dummy2, dummy3, old = self.read_env(self.backup_file())
         return old
+
+    def journal_step(self, step, done=False):
+        doc = self.journal()
+        if _rotation_journal.unfinished(doc) is not None:
+            self.write_journal(_rotation_journal.advance(doc, step, now=self.now, done=step if done else None))
 
     def verify(self):
         result = self.plan()
@@ -369,6 +617,7 @@ class Rotation:
         failed = sorted(k for k, ok in checks.items() if not ok)
         if failed:
             raise _rotation.RotationError('Verification failed: %s.' % ', '.join(failed), 'verify')
+        self.journal_step('verified', done=True)
         return result
 
     # ------------------------------------------------------------------ rollback / sync
@@ -410,6 +659,7 @@ class Rotation:
     def rollback(self):
         result = self.plan()
         old_data, dummy, dummy2, old = self.old_values_with_data()
+        self.journal_step('rolled_back_live')
         data, info, envfile, current = self.read_env()
         differ = [k for k in _rotation.SUPPORTED_SECRETS if old.get(k) != current.get(k)]
         restored, problems = self.restore_live(old, [current.get('REDIS_PASSWORD'), old.get('REDIS_PASSWORD')],
@@ -419,15 +669,14 @@ class Rotation:
                 _envfile.atomic_write(self.path, old_data, mode=info.st_mode & 0o7777, uid=info.st_uid, gid=info.st_gid)
             restored.append('env_file')
         result['recreate_services'] = _rotation.plan_services(self.config, differ)['recreate'] if differ else []
-        result.update(restored=restored, changed=bool(restored))
+        result.update(restored=restored, changed=bool(restored), backup_file=self.backup_file())
         if problems:
             raise _rotation.RotationError('Rollback incomplete: %s' % ' '.join(problems), 'rollback')
+        self.journal_step('rolled_back_live', done=True)
         return result
 
     def old_values_with_data(self):
-        if not self.p['backup_file']:
-            raise _rotation.RotationError('backup_file is required for phase=%s.' % self.p['phase'], 'preflight')
-        return self.read_env(self.p['backup_file'])
+        return self.read_env(self.backup_file())
 
     def sync(self):
         result = self.plan()
@@ -438,8 +687,17 @@ class Rotation:
                 candidates.append(self.read_env(name)[3].get('REDIS_PASSWORD'))
             except (_rotation.RotationError, _envfile.EnvFileError):
                 continue
+        rotation = _rotation_journal.unfinished(self.journal())
+        if rotation is not None:
+            candidates.append((self.read_values(_rotation_journal.pending_path(self.path), rotation['keys']) or {})
+                              .get('REDIS_PASSWORD'))
         restored, problems = self.restore_live(current, candidates, envfile)
-        result.update(restored=restored, changed=bool(restored), recreate_services=[])
+        # Every service that reads a key whose live credential changed is recreated by the caller, so that
+        # none keeps a connection pool or a copy made from another value.
+        changed_keys = [k for k, spec in _rotation.SECRET_SPECS.items() if spec['kind'] in restored]
+        result.update(restored=restored, changed=bool(restored), changed_keys=changed_keys,
+                      recreate_services=_rotation.plan_services(self.config, changed_keys)['recreate']
+                      if changed_keys else [])
         if problems:
             raise _rotation.RotationError('Repair incomplete: %s' % ' '.join(problems), 'sync')
         return result
@@ -448,7 +706,10 @@ class Rotation:
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            phase=dict(type='str', required=True, choices=['plan', 'apply', 'verify', 'rollback', 'sync']),
+            phase=dict(type='str', required=True,
+                       choices=['plan', 'status', 'begin', 'apply', 'record', 'verify', 'finish', 'rollback', 'sync']),
+            step=dict(type='str', choices=['redis_add', 'env_write', 'pg_alter', 'recreated']),
+            outcome=dict(type='str', choices=['completed', 'rolled_back', 'repaired']),
             project_dir=dict(type='path', required=True),
             registry_name=dict(type='str', required=True),
             env_file=dict(type='str', default='.env.operator'),
@@ -461,7 +722,7 @@ def main():
             registry_port=dict(type='int', default=8080),
             drop_old_redis_password=dict(type='bool', default=True, no_log=False),
         ),
-        required_if=[('phase', 'verify', ['backup_file']), ('phase', 'rollback', ['backup_file'])],
+        required_if=[('phase', 'record', ['step']), ('phase', 'finish', ['outcome'])],
         supports_check_mode=True,
     )
     if not HAS_DOCKER:

@@ -225,6 +225,7 @@ import pwd
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
 
@@ -312,6 +313,14 @@ def run(params, check_mode=False, diff_mode=False, now=None, generate=_secrets.g
         if old_bytes is not None and params['backup']:
             result['backup_file'] = _envfile.backup(path, old_bytes, now=now)
         _envfile.atomic_write(path, new_bytes, mode=mode, uid=uid, gid=gid)
+        if new_values:
+            # The secret's age starts now (the checklist's secrets_age reads it; no value is written).
+            try:
+                journal = _rotation_journal.load(path)
+                _rotation_journal.write(path, _rotation_journal.record_secrets(
+                    journal, dict((k, result['fingerprints'].get(k)) for k in new_values), now=now), uid=uid, gid=gid)
+            except _rotation_journal.JournalError as exc:
+                warnings.append('%s was written, but the age of its new secrets could not be recorded: %s' % (path, exc))
         if result['backup_file']:
             result['removed_backups'] = _envfile.prune_backups(path, params['backup_keep'])
     elif meta_changed:

@@ -18,7 +18,8 @@ description:
     C(ssl) module; plain file reads for the stack directory and the certs volume. It does not shell out per check.
   - "Checks: V(spire_agent_healthy), V(cert_writer_running), V(nginx_federation_accepting), V(svid_valid),
     V(served_svid_current), V(eventstore_writes_ok), V(mtls_enforced), V(minting_disabled),
-    V(db_passwords_not_default), V(images_up_to_date), V(x509pop_cert_expiry), V(env_file_permissions)."
+    V(db_passwords_not_default), V(images_up_to_date), V(x509pop_cert_expiry), V(env_file_permissions),
+    V(secrets_rotation_complete), V(secrets_age)."
   - V(mtls_enforced) presents, on each of the five federation endpoints, in parallel - no client certificate; a
     self-signed certificate and one from another CA (both made in-process, with the registry's SPIFFE ID); the SPIRE
     agent's own SVID (it chains to the bundle but is no registry; read from the agent's data directory,
@@ -62,6 +63,13 @@ options:
     description: Seconds of registry log to look at for EventStore writes and 401/403 refusals.
     type: int
     default: 300
+  secret_max_age_days:
+    description:
+      - V(secrets_age) warns when a secret of C(.env.operator) was set longer ago than this many days, or when its age is
+        unknown. The dates come from the rotation journal C(<env_file>.rotation.json) (written by
+        M(theprotocol.operator.operator_env) when it generates a secret and by a completed rotation).
+    type: int
+    default: 90
   checks:
     description: Checks to evaluate (default all). Unselected checks are not reported.
     type: list
@@ -166,6 +174,8 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _check
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_probe as probe
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
+from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
 from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth as live_auth
 from ansible_collections.theprotocol.operator.plugins.module_utils import _probe_certs as probe_certs
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
@@ -286,6 +296,27 @@ def _db_auth(gatherer, env, key):
     return live_auth.check(executor, kind, env.value(key), user, env.value('POSTGRES_DB') or user)
 
 
+def _journal(env_path):
+    """``(journal, None)`` or ``(None, why it cannot be read)``."""
+    try:
+        return _rotation_journal.load(env_path), None
+    except _rotation_journal.JournalError as exc:
+        return None, str(exc)
+
+
+def _redis_passwords(gatherer, env):
+    """``(how many passwords Redis accepts for the stack user, None)`` or ``(None, why not known)``."""
+    def executor(container, argv, environment):
+        res = gatherer.exec_in(container, argv, environment=environment)
+        return (125 if res['exit_code'] is None else res['exit_code']), res['output']
+
+    live = _rotation.Live(executor, {'redis': 'redis'}, None, None)
+    try:
+        return len(live.redis_hashes(env.value('REDIS_PASSWORD'))), None
+    except _rotation.RotationError:
+        return None, 'REDIS_PASSWORD of .env.operator cannot read the ACL of the stack user (refused, or Redis down)'
+
+
 def run_checks(module, client):
     params = module.params
     started = time.monotonic()
@@ -334,6 +365,9 @@ def run_checks(module, client):
     if 'mtls_enforced' in selected:
         mtls = _mtls_probe_setup(params, expected_id, agent_dir, svid_pem, with_cert, no_cert, now)
 
+    def c0(service):
+        return g.container(service)[1]
+
     # Network and Docker round trips in parallel; each job only reads.
     jobs = {}
     with ThreadPoolExecutor(max_workers=12) as pool:
@@ -360,6 +394,8 @@ def run_checks(module, client):
             for key in cl.DB_SECRET_KEYS:
                 if env.value(key) and g.container(cl.DB_SECRET_SERVICES[key])[1].get('running'):
                     submit('auth ' + key, _db_auth, g, env, key)
+        if 'secrets_rotation_complete' in selected and env.value('REDIS_PASSWORD') and c0('redis').get('running'):
+            submit('redis passwords', _redis_passwords, g, env)
         if 'images_up_to_date' in selected:
             for service in cl.SERVICES:
                 submit('image ' + service, g.image, service)
@@ -431,6 +467,17 @@ def run_checks(module, client):
         elif check_id == 'x509pop_cert_expiry':
             res = cl.check_x509pop_cert_expiry(probe.read_file(os.path.join(stack_dir, 'spire', 'x509pop.crt')),
                                                params['x509pop_warn_days'], now)
+        elif check_id == 'secrets_rotation_complete':
+            journal, journal_error = _journal(env_path)
+            why = 'Redis is not running' if env.value('REDIS_PASSWORD') else 'no REDIS_PASSWORD in .env.operator'
+            count, reason = done.get('redis passwords', (None, why))
+            res = cl.check_secrets_rotation_complete((journal or {}).get('rotation'), journal_error, count, reason)
+        elif check_id == 'secrets_age':
+            journal, journal_error = _journal(env_path)
+            values = dict((k, env.value(k)) for k in cl.SECRET_KEYS if env.value(k))
+            res = cl.check_secrets_age(_rotation_journal.secret_ages(journal or _rotation_journal.empty(),
+                                                                     _rotation.fingerprints(values), now=now),
+                                       params['secret_max_age_days'])
         else:  # env_file_permissions
             res = cl.check_env_file_permissions(env_path, env_info)
         results.append(res)
@@ -496,6 +543,7 @@ def main():
             served_svid_grace=dict(type='int', default=15),
             x509pop_warn_days=dict(type='int', default=30),
             eventstore_window=dict(type='int', default=300),
+            secret_max_age_days=dict(type='int', default=_rotation_journal.DEFAULT_MAX_AGE_DAYS, no_log=False),
             checks=dict(type='list', elements='str'),
         ),
         supports_check_mode=True,
@@ -506,7 +554,7 @@ def main():
     problems = stack.problems(params)
     if params['eventstore_window'] <= 0:
         problems.append('eventstore_window must be a positive number of seconds, got %d.' % params['eventstore_window'])
-    for name in ('svid_min_remaining_seconds', 'x509pop_warn_days'):
+    for name in ('svid_min_remaining_seconds', 'x509pop_warn_days', 'secret_max_age_days'):
         if params[name] < 0:
             problems.append('%s must be 0 or more, got %d.' % (name, params[name]))
     unknown = [c for c in params['checks'] or [] if c not in cl.CHECK_IDS]

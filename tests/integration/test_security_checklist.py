@@ -35,7 +35,7 @@ WINDOW = 40
 COMPOSE = f"cd {STACK} && docker compose -f docker-compose.operator.yml --env-file .env.operator"
 ALL = ["spire_agent_healthy", "cert_writer_running", "nginx_federation_accepting", "svid_valid", "served_svid_current",
        "eventstore_writes_ok", "mtls_enforced", "minting_disabled", "db_passwords_not_default", "images_up_to_date",
-       "x509pop_cert_expiry", "env_file_permissions"]
+       "x509pop_cert_expiry", "env_file_permissions", "secrets_rotation_complete", "secrets_age"]
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +259,36 @@ def test_redis_without_a_password_fails_the_check(stack, tmp_path):
         assert_only(results, "db_passwords_not_default", "fail", "Redis accepts any password")
     finally:
         sh(stack, f"cd {STACK} && docker compose -f docker-compose.operator.yml restart redis")  # reloads users.acl
+    wait_all_pass(tmp_path)
+
+
+def test_a_second_redis_password_fails_secrets_rotation_complete(stack, tmp_path):
+    """An old password still valid next to the stack's (what an interrupted rotation left before the journal)."""
+    extra = hashlib.sha256(secrets_module.token_urlsafe(24).encode()).hexdigest()
+    assert _redis_admin(stack, "ACL", "SETUSER", "default", f"#{extra}") == "OK"
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, "secrets_rotation_complete", "fail",
+                    "Redis accepts 2 passwords for its stack user outside a rotation")
+    finally:
+        sh(stack, f"cd {STACK} && docker compose -f docker-compose.operator.yml restart redis")  # reloads users.acl
+    wait_all_pass(tmp_path)
+
+
+def test_lost_rotation_journal_makes_secrets_age_warn(stack, tmp_path):
+    """The journal gone (an env file restored without it): the secrets' ages are unknown; the fleet report says so."""
+    journal = f"{STACK}/.env.operator.rotation.json"
+    results, dummy, out = verify(tmp_path, name="before")
+    assert re.search(r"\| (POSTGRES_PASSWORD|REDIS_PASSWORD|INTERNAL_API_KEY), \d+ d \|$", (out / "fleet.md").read_text(),
+                     re.M)
+    assert results["secrets_age"]["details"]["oldest"]["days"] >= 0
+    sh(stack, ["mv", journal, f"{journal}.aside"])
+    try:
+        results, dummy, out = verify(tmp_path)
+        assert_only(results, "secrets_age", "warn", "POSTGRES_PASSWORD: age unknown (no record of when it was set)")
+        assert (out / "fleet.md").read_text().rstrip().endswith("| unknown |")
+    finally:
+        sh(stack, ["mv", f"{journal}.aside", journal])
     wait_all_pass(tmp_path)
 
 

@@ -445,3 +445,41 @@ def test_checklist_chain_helpers_on_the_cryptography38_api(pki, monkeypatch):
     with pytest.raises(_x509.X509Error) as info:
         cx.load_key(b'-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n')
     assert 'not a key' not in str(info.value)
+
+
+# --------------------------------------------------------------------------- secret rotation state and age
+
+def _journal_rotation(state, step='env_written'):
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal as J
+    doc = J.begin(J.empty(), ['POSTGRES_PASSWORD'], {'POSTGRES_PASSWORD': 'a' * 12}, {'POSTGRES_PASSWORD': 'b' * 12},
+                  '/opt/x/.env.operator.20261127T180000Z.bak')
+    doc = J.advance(doc, step)
+    return doc['rotation'] if state == 'in_progress' else J.finish(doc, state)['rotation']
+
+
+@pytest.mark.parametrize('rotation,error,count,status,words', [
+    ('completed', None, 1, 'pass', 'Redis accepts 1 password for its stack user'),
+    (None, None, 1, 'pass', 'no rotation recorded'),
+    ('in_progress', None, 2, 'fail', 'an unfinished rotation of POSTGRES_PASSWORD'),
+    ('completed', None, 2, 'fail', 'Redis accepts 2 passwords for its stack user outside a rotation'),
+    ('rolled_back', None, None, 'pass', 'Redis passwords not counted: Redis is down'),
+    (None, '/x/.env.operator.rotation.json is unreadable (not a version 1 journal).', 1, 'fail', 'unreadable'),
+], ids=['completed', 'none', 'unfinished', 'two passwords', 'redis down', 'unreadable journal'])
+def test_secrets_rotation_complete(rotation, error, count, status, words):
+    res = cl.check_secrets_rotation_complete(_journal_rotation(rotation) if rotation else None, error, count,
+                                             'Redis is down')
+    assert res['status'] == status and any(words in e for e in res['evidence']), res['evidence']
+
+
+def test_secrets_age_warns_on_old_and_unknown_ages():
+    young = {'since': '2026-11-20T00:00:00Z', 'days': 7, 'note': None}
+    res = cl.check_secrets_age({'POSTGRES_PASSWORD': young}, 90)
+    assert res['status'] == 'pass' and res['details']['oldest'] == {'days': 7, 'key': 'POSTGRES_PASSWORD'}
+    old = {'since': '2026-01-01T00:00:00Z', 'days': 330, 'note': None}
+    res = cl.check_secrets_age({'POSTGRES_PASSWORD': young, 'REDIS_PASSWORD': old}, 90)
+    assert res['status'] == 'warn' and 'REDIS_PASSWORD is 330 days old (set 2026-01-01T00:00:00Z), more than 90' \
+        in res['evidence'] and res['details']['oldest']['key'] == 'REDIS_PASSWORD'
+    unknown = {'since': None, 'days': None, 'note': 'no record of when it was set'}
+    res = cl.check_secrets_age({'INTERNAL_API_KEY': unknown}, 90)
+    assert res['status'] == 'warn' and res['details']['oldest'] is None
+    assert res['evidence'] == ['INTERNAL_API_KEY: age unknown (no record of when it was set)']

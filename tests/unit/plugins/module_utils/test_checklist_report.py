@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 import os
 import stat
+import datetime
 import xml.etree.ElementTree as ET
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_report as report
+from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
+from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal as journal
 
 
-def module_result(tmp_path, name, env_mode, minting):
-    """What the security_checklist module returns, from real judgements on a real env file."""
+def module_result(tmp_path, name, env_mode, minting, secret_days=None):
+    """What the security_checklist module returns, from real judgements on a real env file (and, with
+    ``secret_days``, a journal recording its POSTGRES_PASSWORD that many days ago)."""
     env = tmp_path / ('%s.env' % name)
-    env.write_text('MINTING_AUTHORITY=%s\n' % minting)
+    env.write_text('MINTING_AUTHORITY=%s\nPOSTGRES_PASSWORD=pg-%s-0123456789abcdef\n' % (minting, name))
     os.chmod(env, env_mode)
     info = os.stat(env)
     results = [
@@ -26,13 +30,18 @@ def module_result(tmp_path, name, env_mode, minting):
                                                      is_file=True, is_symlink=False)),
         cl.check_minting_disabled(minting, minting),
     ]
+    if secret_days is not None:
+        fps = _rotation.fingerprints(_rotation.env_values(env.read_bytes(), ['POSTGRES_PASSWORD']))
+        now = datetime.datetime(2026, 11, 25, 10, 0, tzinfo=datetime.timezone.utc)
+        doc = journal.record_secrets(journal.empty(), fps, now=now - datetime.timedelta(days=secret_days))
+        results.append(cl.check_secrets_age(journal.secret_ages(doc, fps, now=now), 90))
     return dict(registry_name='registry-%s' % name, checked_at='2026-11-25T10:00:00Z', duration_seconds=0.12,
                 results=results, summary=cl.summarize(results))
 
 
 def fleet(tmp_path):
     return {
-        'host1': module_result(tmp_path, 'h1', 0o600, 'disabled'),
+        'host1': module_result(tmp_path, 'h1', 0o600, 'disabled', secret_days=12),
         'host2': module_result(tmp_path, 'h2', 0o644, 'disabled'),
         'host3': None,  # unreachable: no result registered
         'host4': dict(failed=True, msg='Docker is not reachable at unix:///var/run/docker.sock'),
@@ -51,7 +60,9 @@ def test_rows_put_failing_hosts_first_and_keep_errors(tmp_path):
 def test_fleet_json_and_table(tmp_path):
     rows = report.rows(fleet(tmp_path))
     doc = json.loads(report.fleet_json(rows))
-    assert doc['totals'] == dict(hosts=4, failing_hosts=['host3', 'host4', 'host2'], warning_hosts=[], pending_hosts=[])
+    assert doc['totals'] == dict(hosts=4, failing_hosts=['host3', 'host4', 'host2'], warning_hosts=[], pending_hosts=[],
+                                 oldest_secret={'host1': 'POSTGRES_PASSWORD, 12 d', 'host2': '-', 'host3': '-',
+                                                'host4': '-'})
     table = report.fleet_table(rows)
     assert table[0].split(' | ')[3:5] == ['spire_agent_healthy', 'cert_writer_running']
     assert len(table) == 2 + 4
@@ -62,15 +73,18 @@ def test_fleet_json_and_table(tmp_path):
     assert cells[3 + ids.index('env_file_permissions')] == 'FAIL'
     assert cells[3 + ids.index('minting_disabled')] == 'ok'
     assert cells[3 + ids.index('svid_valid')] == '-'
+    assert table[0].endswith('| oldest secret |') and cells[-1] == '-'
+    host1 = [line for line in table if line.startswith('| host1 ')][0]
+    assert host1.endswith('| POSTGRES_PASSWORD, 12 d |')
 
 
 def test_junit_parses_with_one_case_per_host_and_check(tmp_path):
     rows = report.rows(fleet(tmp_path))
     suites = ET.fromstring(report.junit(rows))
-    assert suites.attrib == dict(name='theprotocol security checklist', tests='6', failures='1', errors='2',
+    assert suites.attrib == dict(name='theprotocol security checklist', tests='7', failures='1', errors='2',
                                  skipped='0')
     cases = suites.findall('./testsuite/testcase')
-    assert len(cases) == 6
+    assert len(cases) == 7
     failed = [c for c in cases if c.find('failure') is not None]
     assert [(c.get('classname'), c.get('name')) for c in failed] == [
         ('security_checklist.host2', 'env_file_permissions')]

@@ -36,6 +36,14 @@ def test_secret_set_is_the_env_file_and_every_backup(tmp_path):
                                      'old1-redis-0123456789', 'old2-pg-0123456789', 'old2-iak-0123456789'])
 
 
+def test_secret_set_includes_the_pending_values_of_an_unfinished_rotation(tmp_path):
+    env = _stack(tmp_path)
+    with open(env + '.pending', 'wb') as handle:
+        handle.write(b'# Pending values of an unfinished secret rotation\nPOSTGRES_PASSWORD=pending-pg-0123456789\n')
+    values, files = _redact.env_file_secrets(env, PUBLIC)
+    assert files == 4 and 'pending-pg-0123456789' in values
+
+
 def test_secret_set_without_an_env_file_and_from_an_unparsable_backup(tmp_path):
     env = tmp_path / '.env.operator'
     assert _redact.env_file_secrets(str(env), PUBLIC) == ([], 0)

@@ -138,23 +138,116 @@ def test_verify_fails_when_registry_still_has_the_old_key(stack_dir):
         rotation(stack_dir, stack, phase='verify', backup_file=backup).verify()
 
 
-@pytest.mark.parametrize('fault,undone', [
-    ('pg_read_only', ['postgres', 'env_file', 'redis']),
+@pytest.mark.parametrize('fault,done', [
+    ('pg_read_only', ['redis_added', 'env_written']),
     ('acl_save_fails', []),
 ])
-def test_apply_failure_undoes_everything(stack_dir, fault, undone):
+def test_failed_step_leaves_the_journal_and_rollback_undoes_everything(stack_dir, fault, done):
     stack = FakeStack(OLD)
     setattr(stack, fault, True)
-    with pytest.raises(_rotation.RotationError) as info:
+    with pytest.raises(_rotation.RotationError):
         rotation(stack_dir, stack).apply()
-    msg = str(info.value)
-    assert 'Undone: %s.' % (', '.join(undone) or 'nothing') in msg and 'old credentials are in force' in msg
+    journal = json.loads((stack_dir / '.env.operator.rotation.json').read_text())
+    assert journal['rotation']['state'] == 'in_progress' and journal['rotation']['done'] == done
+    assert stat.S_IMODE(os.stat(stack_dir / '.env.operator.rotation.json').st_mode) == 0o600
+    status = rotation(stack_dir, stack, phase='status').status()
+    assert status['decision'] == 'back', status['reason']
+    stack.acl_save_fails = stack.pg_read_only = False
+    rotation(stack_dir, stack, phase='rollback').rollback()
+    closed = rotation(stack_dir, stack, phase='finish', outcome='rolled_back').finish()
+    assert closed['state'] == 'rolled_back'
     assert (stack_dir / '.env.operator').read_bytes() == ENV
-    stack.acl_save_fails = False
     assert stack.hashes == [_rotation.redis_password_hash(OLD['REDIS_PASSWORD'])]
     assert stack.pg_login_ok(OLD['POSTGRES_PASSWORD'])
+    assert not (stack_dir / '.env.operator.pending').exists()
+    text = (stack_dir / '.env.operator.rotation.json').read_text()
     for value in OLD.values():
-        assert value not in msg
+        assert value not in text
+
+
+STEPS = ('redis_add', 'env_write', 'pg_alter')
+
+
+@pytest.mark.parametrize('reached,decision', [
+    (0, 'back'),     # staged: backup and pending values, nothing live
+    (1, 'back'),     # Redis accepts the new password too
+    (2, 'back'),     # .env.operator holds the new values, PostgreSQL the old one
+    (3, 'forward'),  # ALTER ROLE made: the new values are live
+])
+def test_crash_after_each_step_is_finished_or_rolled_back(stack_dir, reached, decision):
+    """A run stops after ``reached`` live steps; the next run's decision, then its outcome: one password
+    in Redis, the file equal to the live credentials."""
+    stack = FakeStack(OLD)
+    staged = rotation(stack_dir, stack, phase='begin').begin()
+    pending = _rotation.env_values((stack_dir / '.env.operator.pending').read_bytes())
+    assert _rotation.fingerprints(pending) == staged['fingerprints']['after']
+    for step in STEPS[:reached]:
+        rotation(stack_dir, stack, step=step).apply()
+    status = rotation(stack_dir, stack, phase='status').status()
+    assert status['decision'] == decision, status['reason']
+    assert ('rolling forward' if decision == 'forward' else 'rolling back') in status['reason']
+    assert status['recreate_services'] == ['registry']
+    if decision == 'forward':
+        rotation(stack_dir, stack, phase='sync').sync()
+        stack.registry_key = current(stack_dir)['INTERNAL_API_KEY']    # the recreate
+        rotation(stack_dir, stack, phase='verify').verify()
+        rotation(stack_dir, stack, phase='finish', outcome='completed').finish()
+        final = pending
+    else:
+        rotation(stack_dir, stack, phase='rollback').rollback()
+        rotation(stack_dir, stack, phase='finish', outcome='rolled_back').finish()
+        final = OLD
+        assert (stack_dir / '.env.operator').read_bytes() == ENV
+    assert current(stack_dir) == final
+    assert stack.hashes == [_rotation.redis_password_hash(final['REDIS_PASSWORD'])]
+    assert stack.pg_login_ok(final['POSTGRES_PASSWORD'])
+    assert rotation(stack_dir, stack, phase='status').status()['decision'] == 'none'
+    # A retry stages fresh values, never those of the interrupted attempt.
+    again = rotation(stack_dir, stack, phase='begin').begin()
+    assert again['fingerprints']['after'] != staged['fingerprints']['after']
+
+
+def test_begin_refuses_while_a_rotation_is_unfinished(stack_dir):
+    stack = FakeStack(OLD)
+    rotation(stack_dir, stack, phase='begin').begin()
+    listing = sorted(os.listdir(stack_dir))
+    with pytest.raises(_rotation.RotationError, match='unfinished rotation of POSTGRES_PASSWORD, REDIS_PASSWORD'):
+        rotation(stack_dir, stack, phase='begin').begin()
+    assert sorted(os.listdir(stack_dir)) == listing
+
+
+def test_env_changed_by_hand_during_a_rotation_is_refused(stack_dir):
+    stack = FakeStack(OLD)
+    rotation(stack_dir, stack, phase='begin').begin()
+    rotation(stack_dir, stack, step='redis_add').apply()
+    path = stack_dir / '.env.operator'
+    envfile = _envfile.EnvFile.from_bytes(path.read_bytes())
+    envfile.set('POSTGRES_PASSWORD', 'typed-by-hand-0123456789')
+    path.write_bytes(envfile.render().encode())
+    status = rotation(stack_dir, stack, phase='status').status()
+    assert status['decision'] == 'refuse' and 'neither side' in status['reason']
+
+
+def test_completed_rotation_records_the_secret_ages(stack_dir):
+    stack = FakeStack(OLD)
+    before = rotation(stack_dir, stack, phase='status').status()['secret_ages']
+    assert set(v['note'] for v in before.values()) == {'no record of when it was set'}
+    rotation(stack_dir, stack).apply()
+    stack.registry_key = current(stack_dir)['INTERNAL_API_KEY']
+    rotation(stack_dir, stack, phase='verify').verify()
+    rotation(stack_dir, stack, phase='finish', outcome='completed').finish()
+    ages = rotation(stack_dir, stack, phase='status').status()['secret_ages']
+    assert set(ages) == set(OLD) and all(v['days'] == 0 and v['since'] for v in ages.values())
+
+
+def test_apply_and_record_take_only_their_steps(stack_dir):
+    stack = FakeStack(OLD)
+    rotation(stack_dir, stack, phase='begin').begin()
+    with pytest.raises(_rotation.RotationError, match='not a step of phase=apply'):
+        rotation(stack_dir, stack, step='recreated').apply()
+    with pytest.raises(_rotation.RotationError, match='takes step=recreated'):
+        rotation(stack_dir, stack, phase='record', step='pg_alter').record()
+    assert rotation(stack_dir, stack, phase='record', step='recreated').record()['step'] == 'recreated'
 
 
 def test_apply_refuses_when_file_and_database_disagree(stack_dir):
@@ -205,4 +298,7 @@ def test_sync_repairs_the_guides_procedure(stack_dir):
     new = current(stack_dir)
     assert stack.pg_login_ok(new['POSTGRES_PASSWORD']) and stack.redis_login_ok(new['REDIS_PASSWORD'])
     assert not stack.redis_login_ok(OLD['REDIS_PASSWORD'])
-    assert rotation(stack_dir, stack, phase='sync').sync()['restored'] == []
+    assert result['changed_keys'] == ['POSTGRES_PASSWORD', 'REDIS_PASSWORD']
+    assert result['recreate_services'] == ['registry']
+    again = rotation(stack_dir, stack, phase='sync').sync()
+    assert again['restored'] == [] and again['recreate_services'] == []

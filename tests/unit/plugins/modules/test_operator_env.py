@@ -21,6 +21,8 @@ from ansible_collections.theprotocol.operator.plugins.modules import operator_en
 SETTINGS = {'OPERATOR_NAME': 'acme', 'MINTING_AUTHORITY': 'disabled', 'EVENTSTORE_MTLS_REQUIRED': True}
 SECRETS = ['POSTGRES_PASSWORD', 'REDIS_PASSWORD', 'INTERNAL_API_KEY']
 OPERATOR_SECRET = 'Operator-chosen-S3cret-value'
+# The rotation journal, where operator_env records when each generated secret was set (no value).
+JOURNAL = '.env.operator.rotation.json'
 
 
 @pytest.fixture
@@ -73,7 +75,7 @@ def test_create_new_file(tmp_path, capsys, umask0):
     assert result['rotated_keys'] == [] and result['updated_keys'] == [] and result['weak_keys'] == []
     assert result['backup_file'] is None
     assert mode_of(path) == 0o600
-    assert sorted(os.listdir(tmp_path)) == ['.env.operator']
+    assert sorted(os.listdir(tmp_path)) == ['.env.operator', JOURNAL]
     text = path.read_text()
     assert text.startswith('# Managed by Ansible')
     assert 'MINTING_AUTHORITY=disabled\nEVENTSTORE_MTLS_REQUIRED=true\n' in text
@@ -84,6 +86,11 @@ def test_create_new_file(tmp_path, capsys, umask0):
     doc = _envfile.EnvFile.from_bytes(path.read_bytes())
     assert result['fingerprints'] == dict((k, _secrets.fingerprint(doc.value(k))) for k in SECRETS)
     assert_secrets_not_in(out, values)
+    journal = (tmp_path / JOURNAL).read_text()
+    assert mode_of(tmp_path / JOURNAL) == 0o600
+    recorded = json.loads(journal)['secrets']
+    assert dict((k, v['fingerprint']) for k, v in recorded.items()) == result['fingerprints']
+    assert_secrets_not_in(journal, values)
 
 
 def test_second_run_changes_nothing(tmp_path, capsys):
@@ -96,7 +103,7 @@ def test_second_run_changes_nothing(tmp_path, capsys):
     assert not any(result[k] for k in ('added_keys', 'generated_keys', 'rotated_keys', 'updated_keys'))
     assert result['backup_file'] is None
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ['.env.operator']
+    assert sorted(os.listdir(tmp_path)) == ['.env.operator', JOURNAL]
     assert_secrets_not_in(out, secret_values(path))
 
 
@@ -156,7 +163,7 @@ def test_check_mode_writes_nothing(tmp_path, capsys):
     assert result['fingerprints']['POSTGRES_PASSWORD'] is None
     assert result['backup_file'] is None
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ['.env.operator']
+    assert sorted(os.listdir(tmp_path)) == ['.env.operator']
     assert OPERATOR_SECRET not in out
 
 
@@ -222,7 +229,7 @@ def test_rotate_and_backup_rotation(tmp_path, capsys, umask0):
             assert result['removed_backups'] == [backups[round_ - 2]]
     assert len(set(backups)) == 4  # same-second runs get distinct names
     assert _envfile.list_backups(str(path)) == [backups[3], backups[2]]
-    assert sorted(os.listdir(tmp_path)) == sorted(['.env.operator'] + [os.path.basename(b) for b in backups[2:]])
+    assert sorted(os.listdir(tmp_path)) == sorted(['.env.operator', JOURNAL] + [os.path.basename(b) for b in backups[2:]])
     assert mode_of(path) == 0o600
 
 
@@ -231,7 +238,7 @@ def test_no_backup(tmp_path, capsys):
     run_main(capsys, base_args(path))
     rc, result, dummy = run_main(capsys, base_args(path, rotate=['INTERNAL_API_KEY'], backup=False))
     assert rc == 0 and result['changed'] is True and result['backup_file'] is None
-    assert os.listdir(tmp_path) == ['.env.operator']
+    assert sorted(os.listdir(tmp_path)) == ['.env.operator', JOURNAL]
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -305,7 +312,7 @@ def test_refused_before_any_change(tmp_path, capsys, content, args, message):
     assert result['failed'] is True
     assert re.search(message, result['msg']), result['msg']
     assert path.read_text() == content
-    assert os.listdir(tmp_path) == ['.env.operator']
+    assert sorted(os.listdir(tmp_path)) == ['.env.operator']
     assert OPERATOR_SECRET not in out
 
 
