@@ -58,4 +58,4 @@ done
     printf '  - name: collections/%s\n    type: file\n' "$(basename "$t")"
   done
 } >"$EE_DIR/requirements.yml"
-echo "ee: collections: $(cd "$OUT" && ls ./*.tar.gz | xargs -n1 basename | tr '\n' ' ')"
+echo "ee: collections: $(find "$OUT" -maxdepth 1 -name '*.tar.gz' -printf '%f ' | tr ' ' '\n' | sort | tr '\n' ' ')"

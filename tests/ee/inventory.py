@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write the inventory an execution environment gets for one lab host, from lab/state/inventory.yml.
 
 Inside the EE nothing of this machine's file system exists: the SSH key reaches the run as
@@ -7,7 +6,7 @@ ansible-runner's env/ssh_key (ssh-agent, as AWX injects a machine credential), s
 material; *_controller_path: site.yml inputs that verify.yml does not read) are left out. The host keeps its
 connection (ssh as `operator`, ansible_become: true).
 
-    inventory.py LAB_INVENTORY HOST OUT
+    python3 tests/ee/inventory.py LAB_INVENTORY HOST OUT
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ pin() { grep -E "^$1==" "$ROOT/requirements-dev.txt" || { echo "ee: no $1 pin in
 grep -E '^[A-Za-z0-9_.-]+(\[[^]]*\])?==' "$ROOT/requirements-dev.txt" | sed 's/\[[^]]*\]//' >"$tmp/constraints.txt"
 want="$(cat "$tmp/wheelhouse.txt" "$tmp/constraints.txt" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$EE_DIR/wheelhouse/.stamp" && "$(cat "$EE_DIR/wheelhouse/.stamp")" == "$want" ]]; then
-  echo "ee: wheelhouse up to date ($(ls "$EE_DIR/wheelhouse" | wc -l) files)"
+  echo "ee: wheelhouse up to date ($(find "$EE_DIR/wheelhouse" -name '*.whl' | wc -l) wheels)"
   exit 0
 fi
 rm -rf "$EE_DIR/wheelhouse" && mkdir -p "$EE_DIR/wheelhouse"
@@ -42,4 +42,4 @@ cp "$tmp/wheelhouse.txt" "$EE_DIR/wheelhouse/requirements.txt"
   --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   -d "$EE_DIR/wheelhouse" -r "$EE_DIR/wheelhouse/requirements.txt"
 echo "$want" >"$EE_DIR/wheelhouse/.stamp"
-echo "ee: wheelhouse: $(ls "$EE_DIR/wheelhouse"/*.whl | wc -l) wheels for: $(tr '\n' ' ' <"$EE_DIR/wheelhouse/requirements.txt")"
+echo "ee: wheelhouse: $(find "$EE_DIR/wheelhouse" -name '*.whl' | wc -l) wheels for: $(tr '\n' ' ' <"$EE_DIR/wheelhouse/requirements.txt")"
