@@ -6,10 +6,13 @@
 # Instead it runs the rotation the guide meant (playbooks/rotate_secrets.yml): new values applied
 # live, only the clients recreated, verified, rolled back on failure. No "down"/"up -d" afterwards.
 #
-# Usage: generate-operator-env.sh -i INVENTORY [-l LIMIT] [--check] [--secrets KEY[,KEY...]] [--repair]
-#        [-- extra ansible-playbook arguments]
+# Usage: generate-operator-env.sh -i INVENTORY [-l LIMIT] [--check] [--secrets KEY[,KEY...]]
+#        [--resume|--rollback|--repair] [-- extra ansible-playbook arguments]
 #   --check    list what would rotate; change nothing
 #   --secrets  POSTGRES_PASSWORD, REDIS_PASSWORD and/or INTERNAL_API_KEY (default: all)
+#   --resume   only finish (new values live) or roll back (not live) a rotation that stopped in the
+#              middle (every run does this first, from .env.operator.rotation.json on the host)
+#   --rollback roll an unfinished rotation back to its backup
 #   --repair   for a stack already broken by the guide's procedure: make the live credentials
 #              match .env.operator again
 set -euo pipefail
@@ -22,7 +25,7 @@ if [[ -x "$here/../.venv/bin/ansible-playbook" && -z "${ANSIBLE_PLAYBOOK:-}" ]];
     ansible_playbook="$here/../.venv/bin/ansible-playbook"
 fi
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 args=()
 inventory=""
@@ -32,7 +35,7 @@ while (($#)); do
         -l|--limit) args+=(-l "${2:?-l needs a pattern}"); shift 2 ;;
         --check) args+=(--check); shift ;;
         --secrets) args+=(-e "{\"theprotocol_rotate_secrets\": [\"${2//,/\",\"}\"]}"); shift 2 ;;
-        --repair) args+=(-e theprotocol_rotation_action=repair); shift ;;
+        --repair|--resume|--rollback) args+=(-e "theprotocol_rotation_action=${1#--}"); shift ;;
         -h|--help) usage 0 ;;
         --) shift; args+=("$@"); break ;;
         *) echo "generate-operator-env.sh: unknown argument $1" >&2; usage 2 >&2 ;;
