@@ -3,7 +3,7 @@
 
     labctl.py build            build (or reuse) the base image, SPIRE binaries, lab images
     labctl.py up [--hosts N]   build, then start the frame, EventStore, image registry, N hosts
-                               (with N = 8, host8 is the SSH host: reached over SSH as the
+                               (with N >= 8, host8 is the SSH host: reached over SSH as the
                                non-root user "operator" with passwordless sudo)
     labctl.py down             remove every lab container, network, volume and lab/state
     labctl.py status           show what runs
@@ -55,7 +55,7 @@ NETWORK = "theprotocol-lab"
 IMAGE_PREFIX = "theprotocol-lab"
 IMAGE_TAG = "lab"
 BASE_IMAGE = f"{IMAGE_PREFIX}/base:bookworm"
-MAX_HOSTS = 8
+MAX_HOSTS = 9  # the integration tests use 9: one host per test module that changes its stack
 
 FRAME = "lab-spire-server"
 EVENTSTORE = "lab-eventstore"

@@ -12,7 +12,7 @@ import labctl  # noqa: E402
 import labpki  # noqa: E402
 
 
-@pytest.mark.parametrize("raw", ["abc", "", "1.5", "0", "-1", "9", "100"])
+@pytest.mark.parametrize("raw", ["abc", "", "1.5", "0", "-1", "10", "100"])
 def test_parse_hosts_rejects_bad_values(raw, monkeypatch):
     monkeypatch.setenv("LAB_HOSTS", raw if raw else "x")
     with pytest.raises(labctl.LabError) as exc:
@@ -84,10 +84,10 @@ def test_needs_renewal(tmp_path):
     assert labpki.needs_renewal(tmp_path / "missing.pem", 60)
 
 
-def test_ssh_host_is_host8_only_in_a_lab_of_eight():
+def test_ssh_host_is_host8_in_a_lab_of_eight_or_more():
     assert labctl.ssh_host(7) is None
-    assert labctl.ssh_host(8) == "host8"
-    assert labctl.MAX_HOSTS == 8
+    assert labctl.ssh_host(8) == "host8" and labctl.ssh_host(9) == "host8"
+    assert labctl.MAX_HOSTS == 9
 
 
 def test_ssh_key_is_made_once_private_0600_openssh_ed25519(tmp_path, monkeypatch):

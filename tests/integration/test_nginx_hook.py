@@ -5,7 +5,8 @@ swaps the certificate set. Proven with its failing controls: without the hook (n
 the entrypoint ignores it) nginx keeps serving the old SVID and the checklist's served_svid_current
 fails; a configuration that fails `nginx -t` is never reloaded and a log line says why.
 
-Lab host of this module: host1 (the stack of the `deployed` fixture). The lab's SVID TTL is 120 s
+Lab host of this module: host9, deployed by this module (its tests break nginx-federation on purpose:
+on host1 they would disturb test_operator_stack, which runs in parallel). The lab's SVID TTL is 120 s
 (the agent renews at half-life) and the cert-writer writes every 15 s.
 """
 
@@ -17,9 +18,10 @@ import time
 
 import pytest
 
-from conftest import STACK_DIR, STACK_HOST, STACK_REGISTRY, recap, run_playbook, sh, wait_for
+from conftest import recap, run_playbook, sh, wait_for
 
-HOST, REGISTRY = STACK_HOST, STACK_REGISTRY
+HOST, REGISTRY = "host9", "registry9"
+STACK_DIR = f"/opt/theprotocol/{REGISTRY}"
 NGINX = f"{REGISTRY}-nginx-federation"
 HOOK = "40-theprotocol-reload-on-cert-change.sh"
 HOOK_ON_HOST = f"{STACK_DIR}/nginx/{HOOK}"
@@ -35,7 +37,11 @@ REFUSED = re.compile(r"theprotocol-reload-on-cert-change: certificate set \S+ in
 
 
 @pytest.fixture(scope="module")
-def host(dkr, lab, deployed):
+def host(dkr, lab):
+    """The stack on host9, deployed (pulling, so that a stack left from an earlier run runs the lab's
+    current images)."""
+    rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", "operator_stack_pull=always")
+    assert rc == 0, json.dumps(result)[-4000:]
     return dkr.containers.get(lab["hosts"][HOST]["container"])
 
 
@@ -84,7 +90,7 @@ def wait_served_current(host, timeout: float = ROTATION_TIMEOUT) -> str:
 
 
 def redeploy(host):
-    """site.yml on host1 (as the deployed fixture runs it): repairs what a test broke."""
+    """site.yml on this module's host: repairs what a test broke."""
     rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}")
     assert rc == 0, json.dumps(result)[-4000:]
     return recap(result)[HOST]
