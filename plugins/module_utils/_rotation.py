@@ -247,11 +247,11 @@ def plan_services(config, keys):
     for key in keys:
         users[key] = consumers(config, key)
         server = SECRET_SPECS[key]['server']
-        for service in users[key]:
-            if service == server:
-                live.setdefault(service, []).append(key)
-            else:
-                recreate.add(service)
+        # The server's credential is changed live, whether or not it reads the value (the official redis
+        # image reads none: its password is in redis/users.acl).
+        if server in services:
+            live.setdefault(server, []).append(key)
+        recreate.update(service for service in users[key] if service != server)
     return {'recreate': [s for s in sorted(services) if s in recreate], 'live': live, 'consumers': users}
 
 
