@@ -77,7 +77,7 @@ sanity: bootstrap
 
 # Each integration test module works on its own lab host (host1-host9, named at the top of the
 # module) or on none; modules run in parallel, the tests of one module in order.
-INTEGRATION_WORKERS ?= 4
+INTEGRATION_WORKERS ?= 5
 integration: LAB_HOSTS := 9
 integration: lab-up
 	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadfile
