@@ -433,9 +433,8 @@ class Rotation:
                 hashes = self.live.redis_hashes(auth)
                 facts['redis'] = dict((side, bool(values) and _rotation.redis_password_hash(values['REDIS_PASSWORD'])
                                        in hashes) for side, values in (('new', new), ('old', old)))
+        # Forward needs no pending file: the new values are in .env.operator by then.
         decision, reason = _rotation_journal.decide(doc, facts)
-        if decision == _rotation_journal.FORWARD and new is None:
-            decision = _rotation_journal.FORWARD  # the file holds the new values; verify reads them from there
         result.update(decision=decision, reason=reason, facts=facts,
                       recreate_services=_rotation.plan_services(self.config, keys)['recreate'],
                       backup_file=rotation['backup_file'])
