@@ -80,7 +80,7 @@ sanity: bootstrap
 INTEGRATION_WORKERS ?= 5
 integration: LAB_HOSTS := 9
 integration: lab-up
-	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadfile
+	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # One Molecule scenario per role, on lab host containers attached to the running lab.
 MOLECULE_SCENARIOS ?= $(notdir $(wildcard molecule/*))

@@ -239,8 +239,10 @@ def deployed(lab):
 LAB_HOSTS_NEEDED = 9
 
 
-# The longest modules first: pytest-xdist (--dist loadfile) hands out modules in collection order,
-# so a 14-minute module collected last ends the run 14 minutes after everything else.
+# The longest modules first: pytest-xdist (--dist loadfile --no-loadscope-reorder) hands out modules in
+# collection order, so a 14-minute module collected last ends the run 14 minutes after everything else.
+# Without --no-loadscope-reorder xdist orders modules by their number of tests instead, and the
+# 4-test, 13-minute test_nginx_hook started last (CI dry run of 2026-11-27).
 LONGEST_FIRST = ("test_secret_rotation.py", "test_security_checklist.py", "test_nginx_hook.py", "test_incident_response.py",
                  "test_operator_stack.py", "test_public_proxy.py", "test_ssh_host.py")
 
