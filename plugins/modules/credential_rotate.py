@@ -414,7 +414,10 @@ class Rotation:
             new = self.pending(rotation)
         except _rotation.RotationError:
             new = None
-        facts = {'env': _rotation.fingerprints(dict((k, current.get(k)) for k in keys)),
+        in_file = dict((k, current.get(k)) for k in keys)
+        if new is None and _rotation.fingerprints(in_file) == rotation['fingerprints']['after']:
+            new = in_file  # the pending file is gone, but .env.operator already holds the new values
+        facts = {'env': _rotation.fingerprints(in_file),
                  'backup': _rotation.fingerprints(old) if old else None, 'postgres': None, 'redis': None}
         if 'POSTGRES_PASSWORD' in keys:
             try:
@@ -433,7 +436,6 @@ class Rotation:
                 hashes = self.live.redis_hashes(auth)
                 facts['redis'] = dict((side, bool(values) and _rotation.redis_password_hash(values['REDIS_PASSWORD'])
                                        in hashes) for side, values in (('new', new), ('old', old)))
-        # Forward needs no pending file: the new values are in .env.operator by then.
         decision, reason = _rotation_journal.decide(doc, facts)
         result.update(decision=decision, reason=reason, facts=facts,
                       recreate_services=_rotation.plan_services(self.config, keys)['recreate'],

@@ -207,6 +207,17 @@ def test_crash_after_each_step_is_finished_or_rolled_back(stack_dir, reached, de
     assert again['fingerprints']['after'] != staged['fingerprints']['after']
 
 
+def test_new_values_in_the_file_and_live_go_forward_without_the_pending_file(stack_dir):
+    stack = FakeStack(OLD)
+    rotation(stack_dir, stack, phase='begin').begin()
+    for step in STEPS:
+        rotation(stack_dir, stack, step=step).apply()
+    (stack_dir / '.env.operator.pending').unlink()
+    status = rotation(stack_dir, stack, phase='status').status()
+    assert status['decision'] == 'forward', status['reason']
+    assert status['facts']['postgres'] == 'new' and status['facts']['redis'] == {'new': True, 'old': True}
+
+
 def test_begin_refuses_while_a_rotation_is_unfinished(stack_dir):
     stack = FakeStack(OLD)
     rotation(stack_dir, stack, phase='begin').begin()
