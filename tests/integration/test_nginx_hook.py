@@ -45,13 +45,24 @@ def host(dkr, lab):
     return dkr.containers.get(lab["hosts"][HOST]["container"])
 
 
+def _serial(host, cmd) -> str:
+    """``serial=...`` from ``cmd``; read again when a reading fails (the cert-writer's swap of ..data, an
+    nginx worker being replaced): a failed reading is no serial, never a different one."""
+    for attempt in range(10):
+        code, out = sh(host, cmd, check=False)
+        if code == 0 and out.strip().startswith("serial="):
+            return out.strip()
+        time.sleep(0.5)
+    raise AssertionError(f"no serial from {cmd!r} in 10 readings: {out[-500:]}")
+
+
 def volume_serial(host) -> str:
-    return sh(host, ["openssl", "x509", "-noout", "-serial", "-in", VOLUME_SVID])[1].strip()
+    return _serial(host, ["openssl", "x509", "-noout", "-serial", "-in", VOLUME_SVID])
 
 
 def served_serial(host) -> str:
-    return sh(host, "openssl s_client -connect localhost:8443 -servername localhost </dev/null 2>/dev/null"
-                    " | openssl x509 -noout -serial")[1].strip()
+    return _serial(host, "openssl s_client -connect localhost:8443 -servername localhost </dev/null 2>/dev/null"
+                         " | openssl x509 -noout -serial")
 
 
 def nginx_log(host, since: str | None = None) -> str:
@@ -136,9 +147,11 @@ def test_without_the_hook_nginx_keeps_the_old_svid_and_the_checklist_fails(host,
     try:
         sh(host, ["docker", "restart", NGINX])
         wait_for("nginx-federation to answer after its restart", lambda: health(host) == "200", timeout=60)
-        log = nginx_log(host)
-        assert f"/docker-entrypoint.sh: Ignoring {HOOK_IN_CONTAINER}, not executable" in log, log[-3000:]
-        start = nginx_log(host).rsplit("/docker-entrypoint.sh: Ignoring", 1)[1]
+        # This start's lines only: `docker logs` through `docker exec` does not keep the order of the
+        # container's stdout and stderr, so "the lines after the Ignoring line" may hold older ones.
+        started = sh(host, ["docker", "inspect", "-f", "{{.State.StartedAt}}", NGINX])[1].strip()
+        start = nginx_log(host, started)
+        assert f"/docker-entrypoint.sh: Ignoring {HOOK_IN_CONTAINER}, not executable" in start, start[-3000:]
         assert "theprotocol-reload-on-cert-change: watching" not in start, start[-3000:]
         old = served_serial(host)
         new = wait_rotation(host, volume_serial(host))

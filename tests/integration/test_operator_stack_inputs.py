@@ -126,9 +126,12 @@ def test_check_mode_on_fresh_host_reports_changes_and_makes_none(tmp_path, targe
     # The frame onboards the target's operator (for real); then the registry host is only checked.
     rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{TARGET}", "--tags", "onboarding")
     assert rc == 0, failure_messages(result) or result
-    before = sh(target, "ls -la /opt /etc/docker 2>&1; dpkg -l docker.io 2>&1 | tail -1")[1]
+    # /opt itself (mode, owner, mtime: an entry made and removed shows), its entries, /etc/docker, docker.io;
+    # not `ls -la /opt`, whose ".." line is / itself, changed by test_operator_onboarding's agent on this host.
+    probe = "stat -c '%n %a %U %Y' /opt; ls -A /opt; ls -la /etc/docker 2>&1; dpkg -l docker.io 2>&1 | tail -1"
+    before = sh(target, probe)[1]
     rc, result = run_playbook("playbooks/site.yml", "-l", TARGET, "--check")
     assert rc == 0, failure_messages(result) or result
     assert recap(result)[TARGET]["changed"] > 0
-    after = sh(target, "ls -la /opt /etc/docker 2>&1; dpkg -l docker.io 2>&1 | tail -1")[1]
+    after = sh(target, probe)[1]
     assert before == after
