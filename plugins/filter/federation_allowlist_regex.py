@@ -10,7 +10,7 @@ short_description: Anchored regexes of a SPIFFE ID allow-list (nginx-federation)
 version_added: 0.1.0
 description:
   - Validates a list of SPIFFE ID patterns and returns one anchored regular expression per pattern, for the
-    C(map) with which nginx-federation decides which peers reach the federation endpoints.
+    C(map) with which nginx-federation (and the public proxy) decides which peers reach the federation endpoints.
   - A pattern is C(spiffe://<trust domain>/<path>); in the path, C(*) matches any characters within one path
     segment and C(**) any characters across segments. The trust domain is literal.
   - Fails naming every invalid entry (not a string, not a SPIFFE ID, characters outside SPIFFE's, C(.) or
@@ -23,6 +23,11 @@ options:
     type: list
     elements: str
     required: true
+  variable:
+    description: The variable the patterns come from, named in the error message.
+    type: str
+    default: operator_stack_federation_allowed_spiffe_ids
+    version_added: 0.3.0
 """
 
 EXAMPLES = r"""
@@ -45,11 +50,11 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.theprotocol.operator.plugins.module_utils import _spiffe_authz
 
 
-def federation_allowlist_regex(patterns):
+def federation_allowlist_regex(patterns, variable='operator_stack_federation_allowed_spiffe_ids'):
     try:
         return _spiffe_authz.regexes(patterns)
     except _spiffe_authz.AllowListError as exc:
-        raise AnsibleFilterError('operator_stack_federation_allowed_spiffe_ids: %s' % exc)
+        raise AnsibleFilterError('%s: %s' % (variable, exc))
 
 
 class FilterModule:

@@ -1,8 +1,8 @@
 """The public_proxy role on lab-host6 (operator guide, "mTLS Through Public Nginx"):
 a public nginx with a lab wildcard certificate in front of the registry of the operator
-stack, `ssl_verify_client optional_no_ca` on the federation locations, the client
-certificate passed in X-SSL-Client-Cert and validated by the registry against the SPIRE
-trust bundle."""
+stack, `ssl_verify_client optional_no_ca` on the federation locations, the federation
+allow-list (SPIFFE ID of the client certificate) applied by nginx, the certificate passed
+in X-SSL-Client-Cert and validated by the registry against the SPIRE trust bundle."""
 
 from __future__ import annotations
 
@@ -103,17 +103,27 @@ def pki(tmp_path_factory):
     return d
 
 
+def _minted_svid(dkr, lab, tmp_path_factory, spiffe_id, name):
+    """An X.509-SVID for spiffe_id minted by the frame (it chains to the federation's bundle)."""
+    server = dkr.containers.get(lab["spire_server"]["container"])
+    sh(server, f"rm -rf /tmp/public-proxy-{name} && mkdir -p /tmp/public-proxy-{name}")
+    server_cli(dkr, lab, "x509", "mint", "-spiffeID", spiffe_id, "-ttl", "1h", "-write", f"/tmp/public-proxy-{name}")
+    d = tmp_path_factory.mktemp(name)
+    for file in ("svid.pem", "key.pem"):
+        (d / file).write_text(sh(server, ["cat", f"/tmp/public-proxy-{name}/{file}"])[1])
+    return d / "svid.pem", d / "key.pem"
+
+
 @pytest.fixture(scope="module")
 def peer_svid(dkr, lab, tmp_path_factory):
     """A valid SVID of another registry of the federation, minted by the frame."""
-    server = dkr.containers.get(lab["spire_server"]["container"])
-    sh(server, "rm -rf /tmp/public-proxy-peer && mkdir -p /tmp/public-proxy-peer")
-    server_cli(dkr, lab, "x509", "mint", "-spiffeID", "spiffe://example.com/service/registry-peer",
-               "-ttl", "1h", "-write", "/tmp/public-proxy-peer")
-    d = tmp_path_factory.mktemp("peer")
-    for name in ("svid.pem", "key.pem"):
-        (d / name).write_text(sh(server, ["cat", f"/tmp/public-proxy-peer/{name}"])[1])
-    return d / "svid.pem", d / "key.pem"
+    return _minted_svid(dkr, lab, tmp_path_factory, "spiffe://example.com/service/registry-peer", "peer")
+
+
+@pytest.fixture(scope="module")
+def workload_svid(dkr, lab, tmp_path_factory):
+    """A valid SVID of the trust domain that is not a registry's (not on the allow-list)."""
+    return _minted_svid(dkr, lab, tmp_path_factory, "spiffe://example.com/service/billing", "workload")
 
 
 # --------------------------------------------------------------------------- deployment
@@ -229,14 +239,25 @@ def test_peer_with_valid_svid_gets_through(proxy, pki, peer_svid):
     assert status == 200 and _json(body)["status"] == "accepted", body
 
 
-def test_no_client_certificate_is_refused_by_the_registry(proxy, pki, host):
+def _marked_registry_log(proxy, pki, host, since) -> str:
+    """The registry's log since `since`, read once a marker request (GET /health) shows in it."""
+    _request(proxy, pki, "GET", "/health")
+    return wait_for("the marker in the registry's log",
+                    lambda: (text := _registry_log_since(host, since)) and '"GET /health"' in text and text, timeout=20)
+
+
+@pytest.mark.parametrize("path,method", [(FEDERATION, "GET"), ("/api/v1/events/", "POST"),
+                                         ("/api/v1/cross-teg/transfer", "POST"),
+                                         ("/internal/federation/query", "POST")])
+def test_no_client_certificate_is_refused_by_the_allow_list_and_never_reaches_the_registry(proxy, pki, host, path,
+                                                                                          method):
     since = _now_docker(host)
-    status, _hdrs, body = _request(proxy, pki, "GET", FEDERATION)
-    assert status == 401, body
-    assert "client certificate required" in _json(body)["error"]
-    assert wait_for("the registry's denial in its log", lambda: re.search(
-        rf"federation auth denied status=401 reason=no_client_cert path={FEDERATION}",
-        _registry_log_since(host, since)), timeout=20)
+    status, _hdrs, body = _request(proxy, pki, method, path, body=b"{}" if method == "POST" else None)
+    assert status == 403, body
+    assert _json(body) == {"error": "federation peer not allowed",
+                           "reason": "the client certificate carries no single SPIFFE ID (spiffe:// URI SAN)"}, body
+    log = _marked_registry_log(proxy, pki, host, since)
+    assert path not in log, log
 
 
 @pytest.mark.parametrize("path", [FEDERATION, "/api/v1/events/", "/api/v1/cross-teg/transfer"])
@@ -249,15 +270,16 @@ def test_forged_client_cert_header_never_reaches_the_registry(proxy, pki, host, 
                            "-H", f"X-SSL-Client-Cert: {forged}", "-H", "Content-Type: application/json",
                            *(["-d", body.decode()] if body else []), f"http://127.0.0.1:{PUBLISH_PORT}{path}"])
     assert out == "200", "control: the forged header is accepted when it reaches the registry"
+    # The connection presents a self-signed certificate with an allowed registry ID (it passes the
+    # allow-list): the registry must see that certificate, not the forged header, and refuse it.
     since = _now_docker(host)
     forged_headers = {"X-SSL-Client-Cert": forged, "Content-Type": "application/json"}
-    status, _hdrs, resp = _request(proxy, pki, method, path, headers=forged_headers, body=body)
-    assert status == 401, resp
+    status, _hdrs, resp = _request(proxy, pki, method, path, headers=forged_headers, body=body,
+                                   cert=(pki / "selfsigned.pem", pki / "selfsigned.key"))
+    assert status == 403 and _json(resp)["error"] == "client certificate rejected", resp
     log = wait_for("the registry's denial in its log", lambda: (
         (text := _registry_log_since(host, since)) and "auth denied" in text and text), timeout=20)
-    # The registry saw no X-SSL-Client-Cert at all: nginx replaced the forged one with the
-    # (empty) certificate of the connection.
-    assert re.search(r"federation auth denied status=401 reason=no_client_cert path=" + re.escape(path), log), log
+    assert re.search(r"federation auth denied status=403 reason=untrusted_chain path=" + re.escape(path), log), log
     assert f'"{method} {path}" 200' not in log, log
 
 
@@ -281,16 +303,44 @@ def test_plain_locations_drop_a_forged_header_too(proxy, pki, host, peer_svid):
         assert rc == 0, failure_messages(result)
 
 
-@pytest.mark.parametrize("name,reason", [("selfsigned", "untrusted_chain"), ("other", "wrong_trust_domain")])
-def test_untrusted_client_certificates_pass_nginx_but_are_refused_by_the_registry(proxy, pki, host, name, reason):
+def test_allowed_id_that_does_not_chain_passes_nginx_and_is_refused_by_the_registry(proxy, pki, host):
     since = _now_docker(host)
-    status, _hdrs, body = _request(proxy, pki, "GET", FEDERATION, cert=(pki / f"{name}.pem", pki / f"{name}.key"))
-    # 403 from the registry (nginx itself would answer 400/495 for a certificate it refused).
+    status, _hdrs, body = _request(proxy, pki, "GET", FEDERATION, cert=(pki / "selfsigned.pem", pki / "selfsigned.key"))
+    # 403 from the registry (nginx's allow-list answers "federation peer not allowed").
     assert status == 403, body
     assert _json(body)["error"] == "client certificate rejected", body
     assert wait_for("the registry's denial in its log", lambda: re.search(
-        rf"federation auth denied status=403 reason={reason} path={FEDERATION}",
+        rf"federation auth denied status=403 reason=untrusted_chain path={FEDERATION}",
         _registry_log_since(host, since)), timeout=20)
+
+
+def _direct_with_cert(host, path, cert_pem: str) -> str:
+    """Status of the registry's loopback port given a certificate in X-SSL-Client-Cert (the control)."""
+    return sh(host, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                     f"X-SSL-Client-Cert: {urllib.parse.quote(cert_pem)}", f"http://127.0.0.1:{PUBLISH_PORT}{path}"])[1]
+
+
+@pytest.mark.parametrize("which", ["workload", "other"])
+def test_ids_off_the_allow_list_are_refused_by_nginx_and_never_reach_the_registry(proxy, pki, host, workload_svid,
+                                                                                  which):
+    cert, spiffe_id = {
+        # Chains to the federation's bundle: only the allow-list stops it (the registry alone accepts it).
+        "workload": (workload_svid, "spiffe://example.com/service/billing"),
+        # A registry-looking ID of another trust domain, from another CA.
+        "other": ((pki / "other.pem", pki / "other.key"), "spiffe://other.example.org/service/registry-x"),
+    }[which]
+    if which == "workload":
+        assert _direct_with_cert(host, FEDERATION, cert[0].read_text()) == "200", \
+            "control: the registry accepts a chaining SVID of any workload when it reaches it"
+    since = _now_docker(host)
+    status, _hdrs, body = _request(proxy, pki, "GET", FEDERATION, cert=cert)
+    assert status == 403, body
+    refusal = _json(body)
+    assert refusal["error"] == "federation peer not allowed", body
+    assert refusal["reason"] == f"SPIFFE ID {spiffe_id} is not on the federation allow-list of this registry", body
+    assert refusal["allowed"] == ["spiffe://example.com/service/registry-*"], body
+    log = _marked_registry_log(proxy, pki, host, since)
+    assert FEDERATION not in log, log
 
 
 def test_second_run_changes_nothing_and_check_mode_reports_nothing(proxy, pki):
@@ -397,7 +447,7 @@ def test_federation_query_goes_through_with_the_certificate_post_only(proxy, pki
     assert _json(body)["peer_spiffe_id"] == "spiffe://example.com/service/registry-peer"
     assert _json(body)["endpoint"] == "POST /internal/federation/query"
     status, _hdrs, body = _request(proxy, pki, "POST", path, body=b"{}")
-    assert status == 401 and "client certificate required" in _json(body)["error"], body
+    assert status == 403 and _json(body)["error"] == "federation peer not allowed", body
     status, _hdrs, body = _request(proxy, pki, "GET", path, cert=peer_svid)
     assert status == 403, body  # limit_except POST, at nginx
 
@@ -420,7 +470,8 @@ def test_a_client_internal_key_never_reaches_the_registry(proxy, pki, host):
                     timeout=20)
                 assert log.group(1) == "missing_key", log.group(0)
             else:
-                assert status == 401, body  # the federation location: no certificate, key or not
+                assert status == 403, body  # the federation location: no certificate, key or not
+                assert _json(body)["error"] == "federation peer not allowed", body
     finally:
         rc, result = _proxy(pki, proxy["tmp"])
         assert rc == 0, failure_messages(result)
@@ -449,5 +500,5 @@ def test_the_role_verifies_the_closed_endpoints_itself(proxy, pki):
     assert rc == 0, failure_messages(result)
     names = [t["task"]["name"] for p in result["plays"] for t in p["tasks"] if not t["hosts"].get(HOST, {}).get("skipped")]
     for wanted in ("GET /health answers the fixed body only", "Each internal location is refused by nginx",
-                   "The federation query (POST) goes through to the registry"):
+                   "The federation locations and the federation query refuse a client without a SPIFFE ID"):
         assert any(wanted in n for n in names), (wanted, names)

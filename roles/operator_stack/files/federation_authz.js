@@ -8,9 +8,14 @@
 //                                 subjectPublicKeyInfo, [1] issuerUID, [2] subjectUID, [3] extensions }
 //   Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING }
 //   subjectAltName (2.5.29.17) ::= SEQUENCE OF GeneralName; uniformResourceIdentifier is [6] IA5String
-// It returns the SPIFFE ID only for a certificate that nginx verified against the SPIRE bundle
-// ($ssl_client_verify = SUCCESS) and that carries exactly one URI SAN, a well-formed
+// spiffe_id returns the SPIFFE ID only for a certificate that nginx verified against the SPIRE
+// bundle ($ssl_client_verify = SUCCESS) and that carries exactly one URI SAN, a well-formed
 // spiffe:// ID (X.509-SVID rules); anything else, including a parse error, returns "" (denied).
+// presented_spiffe_id is the same rule for the public proxy (role public_proxy), whose nginx
+// accepts client certificates without CA validation (ssl_verify_client optional_no_ca) and
+// passes them to the registry, which verifies the chain: the allow-list there is applied to the
+// certificate the TLS handshake proved the client holds the key of, and the registry then
+// refuses it unless it chains to the bundle. Both are needed; neither alone lets a peer through.
 // Works with njs 0.7 (Debian bookworm's libnginx-mod-http-js) and 0.8 (the official nginx image).
 
 var SAN_OID = [0x55, 0x1d, 0x11];  // 2.5.29.17
@@ -166,4 +171,18 @@ function spiffe_id(r) {
     }
 }
 
-export default {spiffe_id: spiffe_id, spiffeIdOf: spiffeIdOf};
+// js_set $theprotocol_public_peer_spiffe_id theprotocol_federation_authz.presented_spiffe_id;
+function presented_spiffe_id(r) {
+    var pem = r.variables.ssl_client_raw_cert || '';
+    if (pem === '') {
+        return '';
+    }
+    try {
+        return spiffeIdOf(pem);
+    } catch (err) {
+        r.warn('federation_authz: client certificate without a usable SPIFFE ID: ' + err.message);
+        return '';
+    }
+}
+
+export default {spiffe_id: spiffe_id, presented_spiffe_id: presented_spiffe_id, spiffeIdOf: spiffeIdOf};

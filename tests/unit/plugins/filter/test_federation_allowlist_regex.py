@@ -23,3 +23,9 @@ def test_filter_error_names_the_variable_and_the_entry():
         federation_allowlist_regex(['spiffe://example.com/x"; return 200;'])
     assert 'operator_stack_federation_allowed_spiffe_ids' in str(info.value)
     assert 'return 200' in str(info.value)
+
+
+def test_filter_error_names_the_variable_given():
+    with pytest.raises(AnsibleFilterError) as info:
+        federation_allowlist_regex([], 'public_proxy_federation_allowed_spiffe_ids')
+    assert str(info.value).startswith('public_proxy_federation_allowed_spiffe_ids: ')
