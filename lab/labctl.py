@@ -55,7 +55,7 @@ NETWORK = "theprotocol-lab"
 IMAGE_PREFIX = "theprotocol-lab"
 IMAGE_TAG = "lab"
 BASE_IMAGE = f"{IMAGE_PREFIX}/base:bookworm"
-MAX_HOSTS = 9  # the integration tests use 9: one host per test module that changes its stack
+MAX_HOSTS = 11  # the integration tests use 11: one host per test module that changes its stack
 
 FRAME = "lab-spire-server"
 EVENTSTORE = "lab-eventstore"

@@ -12,7 +12,7 @@ import labctl  # noqa: E402
 import labpki  # noqa: E402
 
 
-@pytest.mark.parametrize("raw", ["abc", "", "1.5", "0", "-1", "10", "100"])
+@pytest.mark.parametrize("raw", ["abc", "", "1.5", "0", "-1", str(labctl.MAX_HOSTS + 1), "100"])
 def test_parse_hosts_rejects_bad_values(raw, monkeypatch):
     monkeypatch.setenv("LAB_HOSTS", raw if raw else "x")
     with pytest.raises(labctl.LabError) as exc:
@@ -87,7 +87,7 @@ def test_needs_renewal(tmp_path):
 def test_ssh_host_is_host8_in_a_lab_of_eight_or_more():
     assert labctl.ssh_host(7) is None
     assert labctl.ssh_host(8) == "host8" and labctl.ssh_host(9) == "host8"
-    assert labctl.MAX_HOSTS == 9
+    assert labctl.MAX_HOSTS == 11
 
 
 def test_ssh_key_is_made_once_private_0600_openssh_ed25519(tmp_path, monkeypatch):

@@ -234,21 +234,34 @@ def deployed(lab):
     return out
 
 
-# Each test module works on its own lab host (host1 to host9, named at the top of the module; host8 is
+# Each test module works on its own lab host (host1 to host11, named at the top of the module; host8 is
 # the SSH host); make integration runs the modules in parallel (pytest-xdist --dist loadfile).
-LAB_HOSTS_NEEDED = 9
+LAB_HOSTS_NEEDED = 11
 
 
-# The longest modules first: pytest-xdist (--dist loadfile --no-loadscope-reorder) hands out modules in
-# collection order, so a 14-minute module collected last ends the run 14 minutes after everything else.
-# Without --no-loadscope-reorder xdist orders modules by their number of tests instead, and the
-# 4-test, 13-minute test_nginx_hook started last (CI dry run of 2026-11-27).
-LONGEST_FIRST = ("test_secret_rotation.py", "test_security_checklist.py", "test_nginx_hook.py", "test_incident_response.py",
-                 "test_operator_stack.py", "test_public_proxy.py", "test_ssh_host.py")
+# Scheduling (make integration: pytest-xdist --dist loadgroup --no-loadscope-reorder): each module is one
+# group, so its tests run in order on one worker and one lab host; the Molecule scenarios
+# (test_molecule.py) are a group each, so that they fill the workers that the long modules leave idle.
+# Groups are handed out in collection order: the longest modules first, the Molecule scenarios last.
+# (Without --no-loadscope-reorder xdist orders groups by their number of tests instead, and the 4-test,
+# 13-minute test_nginx_hook started last: CI dry run of 2026-11-27.) Module durations of the CI dry run
+# of 2026-11-27 (5 workers, load average about 20): the checklist and the rotation (with its crash
+# matrix) 45 minutes each, which ended the run alone; the crash matrix and the checklist's federation
+# side now have hosts of their own.
+LONGEST_FIRST = ("test_security_checklist.py", "test_secret_rotation.py", "test_security_checklist_federation.py",
+                 "test_secret_rotation_crash.py", "test_operator_stack.py", "test_incident_response.py",
+                 "test_public_proxy.py", "test_ssh_host.py", "test_nginx_hook.py")
+LAST = ("test_molecule.py",)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        if name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + (1 + LAST.index(name) if name in LAST else 0)
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     items.sort(key=rank)  # stable: the tests of one module keep their order

@@ -6,13 +6,15 @@ log or docker inspect. About 4-5 minutes on the lab."""
 from __future__ import annotations
 
 import os
-import secrets
-import threading
 import time
 
 import pytest
 
+import rotation_stack
 from conftest import run_playbook, sh, wait_for
+from rotation_stack import (KEYS, OnRecreate, Prober, assert_servers_ask_for_passwords,  # noqa: F401
+                            deployed, dexec, env_bytes, health, key_status, pg_ok, redis_cmd, redis_keys_kept, rows,
+                            seed, values)
 
 # Lab host of this module: host3. make integration runs modules in parallel (one worker per
 # module); modules that share a host must not disturb each other.
@@ -20,132 +22,15 @@ from conftest import run_playbook, sh, wait_for
 HOST, REGISTRY = "host3", "registry3"
 STACK = f"/opt/theprotocol/{REGISTRY}"
 ENV = f"{STACK}/.env.operator"
-KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "INTERNAL_API_KEY")
-PLAYBOOK = "playbooks/rotate_secrets.yml"
 
 
 @pytest.fixture(scope="module")
 def host(dkr, lab):
-    container = dkr.containers.get(lab["hosts"][HOST]["container"])
-    probe = (f"test -s {ENV} && docker inspect -f '{{{{.State.Running}}}}' {REGISTRY}-registry "
-             f"{REGISTRY}-db {REGISTRY}-redis | grep -vq false")
-    code, dummy = sh(container, probe, check=False)
-    if code != 0:
-        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
-        assert rc == 0, out[-4000:]
-    wait_for("registry3 healthy", lambda: health(container) == "200", timeout=120)
-    return container
-
-
-def dexec(host, container, cmd, env=None):
-    """docker exec in a stack container; secrets go in the exec environment (-e NAME, value from our env)."""
-    names = " ".join(f"-e {k}" for k in (env or {}))
-    return sh(host, f"docker exec {names} {container} {cmd}", env=env, check=False)
-
-
-def health(host):
-    return dexec(host, f"{REGISTRY}-registry", "curl -s -o /dev/null -m 3 -w %{http_code} localhost:8080/health")[1]
-
-
-def env_bytes(host):
-    return sh(host, ["cat", ENV])[1].encode()
-
-
-def values(host):
-    out = {}
-    for line in env_bytes(host).decode().splitlines():
-        key, dummy, value = line.partition("=")
-        if key in KEYS:
-            out[key] = value.strip().strip("'")
-    return out
-
-
-def pg_ok(host, password):
-    """PostgreSQL login over the stack network (`-h db`), the way the registry connects: the official
-    image trusts 127.0.0.1 inside the db container, so a login there proves nothing."""
-    code, out = dexec(host, f"{REGISTRY}-db", "psql -X -w -h db -U registry -d registry -Atc 'select 1'",
-                      {"PGPASSWORD": password})
-    assert code == 0 or "password authentication failed" in out, out  # refused, not unreachable
-    return code == 0
-
-
-def assert_servers_ask_for_passwords(host, vals):
-    """The controls: Redis refuses no password and a wrong one, PostgreSQL a wrong one over the network;
-    the stack's values are accepted."""
-    wrong = secrets.token_urlsafe(24)
-    assert "NOAUTH" in dexec(host, f"{REGISTRY}-redis", "redis-cli -h 127.0.0.1 ping")[1]
-    assert "WRONGPASS" in redis_cmd(host, wrong, "PING")
-    assert not pg_ok(host, wrong)
-    assert pg_ok(host, vals["POSTGRES_PASSWORD"]) and redis_cmd(host, vals["REDIS_PASSWORD"], "PING") == "PONG"
-
-
-def redis_cmd(host, password, command):
-    return dexec(host, f"{REGISTRY}-redis", f"redis-cli -h 127.0.0.1 --no-auth-warning {command}",
-                 {"REDISCLI_AUTH": password})[1].strip()
-
-
-def key_status(host, key):
-    return dexec(host, f"{REGISTRY}-registry",
-                 "sh -c 'curl -s -o /dev/null -w %{http_code} -H \"X-Internal-Key: $K\" localhost:8080/internal/status'",
-                 {"K": key})[1].strip()
-
-
-def rows(host, key):
-    out = dexec(host, f"{REGISTRY}-registry",
-                "sh -c 'curl -s -H \"X-Internal-Key: $K\" localhost:8080/api/v1/rows'", {"K": key})[1]
-    import json
-    return json.loads(out)["events"]
-
-
-def seed(host, vals, tag):
-    """Rows in PostgreSQL and keys in Redis that must survive."""
-    assert dexec(host, f"{REGISTRY}-db", "psql -X -q -h /run/postgresql -U registry -d registry -c "
-                 f"\"insert into events (event_type, status) select 'rotation-{tag}', g from generate_series(1,50) g\"")[0] == 0
-    for i in range(20):
-        assert redis_cmd(host, vals["REDIS_PASSWORD"], f"SET rotation:{tag}:{i} v{i}") == "OK"
-    return rows(host, vals["INTERNAL_API_KEY"])
-
-
-def redis_keys_kept(host, password, tag):
-    return all(redis_cmd(host, password, f"GET rotation:{tag}:{i}") == f"v{i}" for i in range(20))
-
-
-class Prober(threading.Thread):
-    """/health 5 times a second (docker exec curl in the registry container) until stopped."""
-
-    def __init__(self, host):
-        super().__init__(daemon=True)
-        self.host, self.stop, self.results = host, threading.Event(), []
-
-    def run(self):
-        while not self.stop.is_set():
-            start = time.monotonic()
-            self.results.append((time.time(), health(self.host)))
-            self.stop.wait(max(0.0, 0.2 - (time.monotonic() - start)))
-
-
-class OnRecreate(threading.Thread):
-    """Runs ``action`` once, as soon as the registry container has been recreated."""
-
-    def __init__(self, host, action):
-        super().__init__(daemon=True)
-        self.host, self.action, self.done, self.stop = host, action, False, threading.Event()
-        self.first = self.container_id()
-
-    def container_id(self):
-        return sh(self.host, f"docker inspect -f '{{{{.Id}}}}' {REGISTRY}-registry", check=False)[1].strip()
-
-    def run(self):
-        while not self.stop.is_set() and not self.done:
-            current = self.container_id()
-            if current and current != self.first and "Error" not in current:
-                sh(self.host, self.action, check=False)
-                self.done = True
-            time.sleep(0.1)
+    return deployed(dkr, lab, HOST)
 
 
 def rotate(*args):
-    return run_playbook(PLAYBOOK, "-l", HOST, *args, structured=False)
+    return rotation_stack.rotate(HOST, *args)
 
 
 def test_servers_ask_for_passwords_before_any_rotation(host):
@@ -385,131 +270,3 @@ def test_lost_env_file_is_not_regenerated_over_existing_data(host):
     rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
     assert rc == 0 and f"{HOST}" in out, out[-3000:]
     assert health(host) == "200"
-
-
-# --------------------------------------------------------------------------- crash matrix
-
-JOURNAL = f"{ENV}.rotation.json"
-# (drill point where the run is killed, extra fault, what the next plain run must decide)
-CRASH_POINTS = [
-    ("staged", None, "back"),                # after the backup and the pending values
-    ("redis_added", None, "back"),           # Redis accepts the new password too
-    ("env_written", None, "back"),           # .env.operator holds the new values, PostgreSQL the old
-    ("postgres_altered", None, "forward"),   # ALTER ROLE made: the registry is locked out until recreated
-    ("recreated", "stop registry", "forward"),  # after the registry recreate, then the registry stopped
-    ("healthy", None, "forward"),            # before verify: the old Redis password still valid
-]
-MATRIX = []
-
-
-def redis_passwords(host, password):
-    import json
-    out = dexec(host, f"{REGISTRY}-redis", "redis-cli -h 127.0.0.1 --no-auth-warning --json ACL GETUSER default",
-                {"REDISCLI_AUTH": password})[1]
-    return json.loads(out)["passwords"]
-
-
-def journal(host):
-    import json
-    code, out = sh(host, ["cat", JOURNAL], check=False)
-    return json.loads(out) if code == 0 else None
-
-
-def pending_values(host):
-    out = {}
-    for line in sh(host, ["cat", f"{ENV}.pending"])[1].splitlines():
-        key, dummy, value = line.partition("=")
-        if key in KEYS:
-            out[key] = value.strip().strip("'")
-    return out
-
-
-def killed_at(host, point, tmp_path):
-    """rotate_secrets.yml paused at the drill ``point`` and killed there (SIGKILL to its process group)."""
-    import signal
-    import subprocess
-    from conftest import REPO, INVENTORY
-    log = tmp_path / f"killed-{point}.log"
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), PYTHONUNBUFFERED="1",
-               ANSIBLE_COLLECTIONS_PATH=str(REPO / ".build" / "collections"), ANSIBLE_NOCOLOR="1")
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(INVENTORY),
-                                 str(REPO / PLAYBOOK), "-l", HOST, "-e", f"secret_rotation_drill_pause_after={point}",
-                                 "-e", "secret_rotation_drill_pause_seconds=600"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(f"the rotation to pause after {point}",
-                 lambda: f"Drill: pause after {point}]" in log.read_text() or proc.poll() is not None, timeout=300)
-        assert proc.poll() is None, log.read_text()[-3000:]
-        time.sleep(1)
-    finally:
-        # ansible-playbook's workers run in sessions of their own (os.setsid): kill the whole tree.
-        tree = [proc.pid]
-        for pid in tree:
-            children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True,
-                                      check=False).stdout
-            tree.extend(int(c) for c in children.split())
-        for pid in tree:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
-    return log.read_text()
-
-
-@pytest.mark.parametrize("point,fault,decision", CRASH_POINTS, ids=[p[0] for p in CRASH_POINTS])
-def test_a_rotation_killed_at_each_step_is_finished_or_rolled_back_by_the_next_run(
-        host, tmp_path, point, fault, decision):
-    old = values(host)
-    count = seed(host, old, f"crash-{point}")
-    killed = killed_at(host, point, tmp_path)
-    staged = journal(host)["rotation"]
-    assert staged["state"] == "in_progress" and staged["step"] in (point, "recreated"), staged
-    new = pending_values(host)
-    if point == "env_written":
-        # The checklist sees the unfinished rotation (and the second Redis password it left).
-        import json
-        report = tmp_path / "checklist"
-        rc, out = run_playbook("playbooks/verify.yml", "-l", HOST, "-e", f"theprotocol_checklist_report_dir={report}",
-                               "-e", "theprotocol_checklist_fail_on=never", "-e",
-                               '{"security_checklist_checks": ["secrets_rotation_complete", "secrets_age"]}',
-                               structured=False)
-        assert rc == 0, out[-3000:]
-        results = {r["id"]: r for r in json.loads((report / f"{HOST}.json").read_text())["results"]}
-        assert results["secrets_rotation_complete"]["status"] == "fail", results
-        assert f"an unfinished rotation of {', '.join(KEYS)}" in " ".join(results["secrets_rotation_complete"]["evidence"])
-        for value in list(old.values()) + list(new.values()):
-            assert value not in out
-    if fault == "stop registry":
-        sh(host, f"docker stop -t 5 {REGISTRY}-registry")
-    started = time.monotonic()
-    rc, out = rotate()
-    duration = time.monotonic() - started
-    assert rc == 0, out[-5000:]
-    said = "rolling forward" if decision == "forward" else "rolling back"
-    assert said in out and f"stopped at step {staged['step']}" in out, out[-5000:]
-    final = values(host)
-    done = journal(host)["rotation"]
-    assert done["state"] == "completed", done
-    if decision == "forward":
-        assert final == new  # the interrupted rotation was finished, not started again
-    else:
-        assert all(final[k] not in (old[k], new[k]) for k in KEYS)  # rolled back, then rotated with fresh values
-        assert "resume back ok" in sh(host, ["cat", f"{STACK}/secret-rotation.log"])[1]
-    # .env.operator equal to the live credentials; exactly one Redis password; the data of before.
-    assert health(host) == "200"
-    assert pg_ok(host, final["POSTGRES_PASSWORD"]) and not pg_ok(host, old["POSTGRES_PASSWORD"])
-    assert redis_passwords(host, final["REDIS_PASSWORD"]) == [
-        __import__("hashlib").sha256(final["REDIS_PASSWORD"].encode()).hexdigest()]
-    assert key_status(host, final["INTERNAL_API_KEY"]) == "200"
-    assert rows(host, final["INTERNAL_API_KEY"]) >= count
-    assert redis_keys_kept(host, final["REDIS_PASSWORD"], f"crash-{point}")
-    assert sh(host, ["test", "-e", f"{ENV}.pending"], check=False)[0] != 0
-    for value in list(old.values()) + list(new.values()) + list(final.values()):
-        for where, text in (("killed run", killed), ("re-run", out), ("journal", sh(host, ["cat", JOURNAL])[1])):
-            assert value not in text, f"a secret value appears in the {where}"
-    MATRIX.append(f"| {point} | {fault or 'ansible-playbook killed'} | {staged['step']} | {decision} "
-                  f"| {duration:.0f} s | 200, file = live, 1 Redis password, rows kept |")
-    print("\n| killed after | fault | journal step | next plain run | re-run | after the re-run |\n"
-          "|---|---|---|---|---|---|\n" + "\n".join(MATRIX))

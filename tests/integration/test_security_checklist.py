@@ -1,6 +1,7 @@
 """The security checklist on the lab: every check passes on the healthy stack, and each real fault
 makes exactly its check fail (or warn) with evidence saying why. Each fault is undone before the
-next one; the stack ends healthy and converged (site.yml changed=0).
+next one; the stack ends healthy and converged (site.yml changed=0). The federation side (nginx,
+served certificate, mTLS probe matrix, images) is test_security_checklist_federation.py on host11.
 
 CHECKLIST_HOST (default host7, deployed by this module) picks the lab host to run on."""
 
@@ -13,88 +14,19 @@ import os
 import re
 import secrets as secrets_module
 import shlex
-import ssl
-import time
-import urllib.request
 import xml.etree.ElementTree as ET
 
-import pytest
-import yaml
-
+from checklist_stack import ALL, WINDOW, ChecklistHost, assert_only, statuses  # noqa: F401
 from conftest import STATE, recap, run_playbook, sh, put_file, server_cli, wait_for
 
 # Lab host of this module: host7. make integration runs modules in parallel (one worker per
 # module); modules that share a host must not disturb each other.
 
-HOST = os.environ.get("CHECKLIST_HOST", "host7")
-N = HOST.replace("host", "")
-REG = f"registry{N}"
-OPERATOR = f"operator{N}"
-STACK = f"/opt/theprotocol/{REG}"
-WINDOW = 40
-COMPOSE = f"cd {STACK} && docker compose -f docker-compose.operator.yml --env-file .env.operator"
-ALL = ["spire_agent_healthy", "cert_writer_running", "nginx_federation_accepting", "svid_valid", "served_svid_current",
-       "eventstore_writes_ok", "mtls_enforced", "minting_disabled", "db_passwords_not_default", "images_up_to_date",
-       "x509pop_cert_expiry", "env_file_permissions", "secrets_rotation_complete", "secrets_age"]
-
-
-@pytest.fixture(scope="module")
-def stack(request, lab, dkr):
-    if HOST == "host1":
-        request.getfixturevalue("deployed")
-    else:
-        rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", "operator_stack_pull=always")
-        assert rc == 0, result
-    return dkr.containers.get(f"lab-{HOST}")
-
-
-def verify(tmp_path, *extra, name="run"):
-    out = tmp_path / name
-    rc, text = run_playbook("playbooks/verify.yml", "-l", HOST, "-e", f"theprotocol_checklist_report_dir={out}",
-                            "-e", "theprotocol_checklist_fail_on=never",
-                            "-e", f"theprotocol_checklist_eventstore_window={WINDOW}", *extra, structured=False)
-    assert rc == 0, text[-4000:]
-    report = json.loads((out / f"{HOST}.json").read_text())
-    return dict((r["id"], r) for r in report["results"]), text, out
-
-
-def statuses(results):
-    return dict((k, v["status"]) for k, v in results.items())
-
-
-def wait_all_pass(tmp_path, timeout=180):
-    def ok():
-        results, dummy, dummy2 = verify(tmp_path, name="heal")
-        bad = dict((k, (v["status"], v["evidence"])) for k, v in results.items() if v["status"] != "pass")
-        assert not bad, bad
-        return True
-    wait_for("every check to pass again", ok, timeout=timeout, interval=3)
-
-
-def assert_only(results, check, status, *words, also=None):
-    """``check`` has ``status`` with ``words`` in its evidence; every other check passes or is skipped,
-    except those of ``also`` (check -> (status, words)), which the same fault also shows."""
-    for other, (other_status, other_words) in (also or {}).items():
-        assert results[other]["status"] == other_status, results[other]
-        for word in other_words:
-            assert word in " ".join(results[other]["evidence"]), results[other]
-    others = dict((k, v) for k, v in statuses(results).items()
-                  if k != check and k not in (also or {}) and v not in ("pass", "skip"))
-    assert results[check]["status"] == status, results[check]
-    assert not others, others
-    text = " ".join(results[check]["evidence"])
-    for word in words:
-        assert word in text, text
-    assert results[check]["remediation"].startswith("Operator guide, ")
-
-
-def env_secrets(host):
-    text = sh(host, ["cat", f"{STACK}/.env.operator"])[1]
-    return [m.group(2).strip("'\"") for m in re.finditer(r"^(\w*(?:PASSWORD|KEY)\w*)=(.+)$", text, re.M)]
-
-
-def cert_writer_data_dir(host):
-    return sh(host, ["readlink", "-f", f"/var/lib/docker/volumes/{REG}_certs/_data/..data"])[1].strip()
+CK = ChecklistHost(os.environ.get("CHECKLIST_HOST", "host7"))
+HOST, N, REG, OPERATOR, STACK, COMPOSE = CK.name, CK.n, CK.reg, CK.operator, CK.stack, CK.compose
+stack = CK.fixture()
+verify, wait_all_pass, env_secrets, cert_writer_data_dir = CK.verify, CK.wait_all_pass, CK.env_secrets, \
+    CK.cert_writer_data_dir
 
 
 # --------------------------------------------------------------------------- healthy, reports, check mode
@@ -345,217 +277,6 @@ def test_cert_writer_stopped(stack, tmp_path):
         assert_only(results, "cert_writer_running", "fail", "not running")
     finally:
         sh(stack, ["docker", "start", f"{REG}-cert-writer"])
-    wait_all_pass(tmp_path)
-
-
-def test_nginx_federation_stopped(stack, tmp_path):
-    sh(stack, ["docker", "stop", f"{REG}-nginx-federation"])
-    try:
-        results, dummy, dummy2 = verify(tmp_path)
-        assert_only(results, "nginx_federation_accepting", "fail", "https://localhost:8443/health")
-        assert results["served_svid_current"]["status"] == "skip"
-    finally:
-        sh(stack, ["docker", "start", f"{REG}-nginx-federation"])
-    wait_all_pass(tmp_path)
-
-
-@pytest.mark.parametrize("key, value, check, words", [
-    ("MINTING_AUTHORITY", "enabled", "minting_disabled", ['running registry container has MINTING_AUTHORITY="enabled"']),
-    ("EVENTSTORE_MTLS_REQUIRED", "false", "mtls_enforced",
-     ['running registry container has EVENTSTORE_MTLS_REQUIRED="false"']),
-])
-def test_running_registry_differs_from_env_file(stack, tmp_path, key, value, check, words):
-    # Someone started the registry with an override file: the running container differs from .env.operator.
-    put_file(stack, "/tmp/checklist-override.yml",
-             f"services:\n  registry:\n    environment:\n      {key}: \"{value}\"\n".encode())
-    # The registry refuses to start that way (it restarts in a loop); the checklist names the cause.
-    sh(stack, f"{COMPOSE} -f /tmp/checklist-override.yml up -d --no-deps registry")
-    try:
-        results, dummy, dummy2 = verify(tmp_path)
-        assert_only(results, check, "fail", *words)
-    finally:
-        sh(stack, f"{COMPOSE} up -d --no-deps --wait registry")
-    wait_all_pass(tmp_path)
-
-
-def _registry_api(method, path, body=None, headers=None):
-    context = ssl.create_default_context(cafile=str(STATE / "pki" / "tls-ca.crt"))
-    req = urllib.request.Request(f"https://localhost:5000{path}", data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(req, context=context, timeout=30) as resp:
-        return resp.read(), dict(resp.headers)
-
-
-def _deploy_redis_image(tmp_path, tag):
-    """site.yml on HOST with its redis image taken from ``tag`` of the lab registry's repository."""
-    images = dict(yaml.safe_load((STATE / "inventory.yml").read_text())["all"]["vars"]["theprotocol_images"])
-    images["redis"] = images["redis"].rsplit(":", 1)[0] + ":" + tag
-    extra = tmp_path / f"images-{tag}.json"
-    extra.write_text(json.dumps({"theprotocol_images": images}))
-    rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", f"@{extra}")
-    assert rc == 0, result
-
-
-def test_newer_image_pushed(stack, tmp_path):
-    """A newer image under the tag the stack runs fails the check. The tag is this module's own
-    (a copy of the lab's redis manifest): the lab tags are shared by every host, and a newer image
-    under them would fail the checklist of the modules running in parallel on other hosts."""
-    repo, tag = "theprotocol/redis", f"checklist-{HOST}"
-    accept = ("application/vnd.docker.distribution.manifest.v2+json,application/vnd.oci.image.manifest.v1+json")
-    manifest, headers = _registry_api("GET", f"/v2/{repo}/manifests/lab", headers={"Accept": accept})
-    media = headers["Content-Type"]
-    _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
-    _deploy_redis_image(tmp_path, tag)
-    try:
-        doc = json.loads(manifest)
-        config, dummy = _registry_api("GET", f"/v2/{repo}/blobs/{doc['config']['digest']}")
-        cfg = json.loads(config)
-        cfg.setdefault("config", {}).setdefault("Labels", {})["org.theprotocol.lab.checklist-newer"] = str(time.time())
-        new_config = json.dumps(cfg).encode()
-        digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
-        dummy, upload = _registry_api("POST", f"/v2/{repo}/blobs/uploads/", b"")
-        location = upload["Location"]
-        location = location if location.startswith("http") else f"https://localhost:5000{location}"
-        sep = "&" if "?" in location else "?"
-        _registry_api("PUT", location.replace("https://localhost:5000", "") + f"{sep}digest={digest}", new_config,
-                      {"Content-Type": "application/octet-stream"})
-        doc["config"] = dict(doc["config"], digest=digest, size=len(new_config))
-        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", json.dumps(doc).encode(), {"Content-Type": media})
-        results, dummy, dummy2 = verify(tmp_path)
-        assert_only(results, "images_up_to_date", "fail", f"{repo}:{tag}", "redis runs", "newer image was pushed")
-        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
-        results, dummy, dummy2 = verify(tmp_path, name="after")
-        assert results["images_up_to_date"]["status"] == "pass"
-    finally:
-        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
-        _deploy_redis_image(tmp_path, "lab")
-
-
-def test_nginx_not_reloaded_after_rotation(stack, tmp_path):
-    pid = sh(stack, ["docker", "inspect", "-f", "{{.State.Pid}}", f"{REG}-nginx-federation"])[1].strip()
-    before = cert_writer_data_dir(stack)
-    serial = sh(stack, f"openssl x509 -noout -serial -in {before}/svid.pem 2>/dev/null || "
-                       f"python3 -c 'print(open(\"{before}/svid.pem\").read()[:200])'")[1]
-    sh(stack, ["kill", "-STOP", pid])  # the entrypoint's watch loop: nginx keeps serving, nobody reloads it
-    try:
-        def rotated():
-            now = sh(stack, f"cat /var/lib/docker/volumes/{REG}_certs/_data/svid.pem")[1]
-            return serial not in now and now.count("BEGIN CERTIFICATE") and now != serial
-        current = sh(stack, f"cat /var/lib/docker/volumes/{REG}_certs/_data/svid.pem")[1]
-
-        def changed():
-            return sh(stack, f"cat /var/lib/docker/volumes/{REG}_certs/_data/svid.pem")[1] != current
-        wait_for("the SPIRE agent to rotate the SVID (TTL 120 s)", changed, timeout=120, interval=3)
-        results, dummy, dummy2 = verify(tmp_path)
-        assert_only(results, "served_svid_current", "fail", "not reloaded after the rotation")
-    finally:
-        sh(stack, ["kill", "-CONT", pid])
-    wait_all_pass(tmp_path)
-
-
-def test_svid_from_another_trust_domain(stack, tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "other.org CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(hours=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "x")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
-                f"spiffe://other.org/service/registry-{OPERATOR}")]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = leaf.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    for attempt in range(3):
-        first = cert_writer_data_dir(stack)
-        wait_for("a fresh cert-writer write", lambda: cert_writer_data_dir(stack) != first, timeout=40, interval=0.5)
-        target = cert_writer_data_dir(stack)
-        put_file(stack, f"{target}/svid.pem", pem, 0o644)
-        put_file(stack, f"{target}/svid_key.pem", key_pem, 0o640)
-        results, dummy, dummy2 = verify(tmp_path, name=f"foreign{attempt}")
-        if "other.org" in " ".join(results["svid_valid"]["evidence"]):
-            break
-    assert_only(results, "svid_valid", "fail", f"spiffe://other.org/service/registry-{OPERATOR}", "chain")
-    wait_all_pass(tmp_path, timeout=WINDOW + 120)
-
-
-# --------------------------------------------------------------------------- mtls_enforced probe matrix (issue 12)
-
-MTLS_PROBES = ["no_cert", "self_signed", "foreign_ca", "non_registry", "legacy_header", "forged_header",
-               "registry_svid"]
-FEDERATION = ["POST /api/v1/events/", "GET /api/v1/federation/agent-cards", "POST /api/v1/federation/sync-request",
-              "POST /internal/federation/query", "POST /api/v1/cross-teg/transfer"]
-
-
-def test_mtls_probe_matrix_on_the_healthy_stack(stack, tmp_path):
-    results, dummy, dummy2 = verify(tmp_path)
-    res = results["mtls_enforced"]
-    assert res["status"] == "pass", res
-    matrix = res["details"]["matrix"]
-    assert sorted(matrix) == sorted(MTLS_PROBES), res["details"]
-    for probe_id in MTLS_PROBES:
-        assert sorted(matrix[probe_id]) == sorted(FEDERATION)
-        assert set(matrix[probe_id].values()) == ({"200"} if probe_id == "registry_svid" else {"403"}), \
-            (probe_id, matrix[probe_id])
-    text = "\n".join(res["evidence"])
-    assert "spiffe://example.com/spire/agent/x509pop/" in text  # the agent's own SVID was presented
-    assert "no client certificate: 403 403 403 403 403, refused on 5/5" in text
-
-
-def test_widened_allow_list_fails_mtls_enforced(stack, tmp_path):
-    """The real fault of the non-registry probe: nginx-federation lets any SVID of the trust domain through."""
-    wide = json.dumps({"operator_stack_federation_allowed_spiffe_ids": ["spiffe://example.com/**"]})
-    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", wide, structured=False)
-    assert rc == 0, out[-3000:]
-    try:
-        results, dummy, dummy2 = verify(tmp_path)
-        assert_only(results, "mtls_enforced", "fail", "no registry, the SPIRE agent's own",
-                    "spiffe://example.com/spire/agent/x509pop/", "got through on POST /api/v1/events/",
-                    "only registry SPIFFE IDs")
-        assert set(results["mtls_enforced"]["details"]["matrix"]["non_registry"].values()) == {"200"}
-    finally:
-        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
-        assert rc == 0, out[-3000:]
-    wait_all_pass(tmp_path)
-
-
-def test_nginx_federation_without_its_checks_fails_every_refusal_probe(stack, tmp_path):
-    """nginx-federation with the guide's public-proxy laxness (optional_no_ca, no checks) answering for a backend
-    that trusts whatever nginx forwards: every probe that must be refused gets through, each named."""
-    conf_path = f"{STACK}/nginx/federation.conf"
-    conf = sh(stack, ["cat", conf_path])[1]
-    lax = conf.replace("ssl_verify_client      optional;", "ssl_verify_client      optional_no_ca;")
-    lax = re.sub(r"\n *if \(\$federation_(client_ok|peer_allowed) = 0\) \{\n[^\n]*\n *\}", "", lax)
-    lax = lax.replace("proxy_pass $registry_upstream;", "return 200 '{\"status\":\"ok\"}';")
-    assert lax.count("return 200") == 2 and "if ($federation" not in lax
-    put_file(stack, "/tmp/federation-lax.conf", lax.encode())
-    try:
-        # Written in place: the container's bind mount keeps the file's inode.
-        sh(stack, f"cat /tmp/federation-lax.conf > {conf_path}")
-        sh(stack, ["docker", "exec", f"{REG}-nginx-federation", "sh", "-c", "nginx -t -q && nginx -s reload"])
-        wait_for("nginx to serve the lax configuration", lambda: "200" == sh(stack, [
-            "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5",
-            "https://localhost:8443/api/v1/federation/agent-cards"], check=False)[1].strip(), timeout=30)
-        results, dummy, dummy2 = verify(tmp_path)
-        res = results["mtls_enforced"]
-        assert_only(results, "mtls_enforced", "fail")
-        failures = "\n".join(e for e in res["evidence"] if "got through" in e or "not 403" in e)
-        for words in ("no client certificate", "a self-signed certificate", "a certificate from another CA",
-                      "the SPIRE agent's own", "the legacy X-Federation-License header", "a forged X-SSL-Client-Cert"):
-            assert words in failures, (words, res["evidence"])
-        assert set(res["details"]["matrix"]["self_signed"].values()) == {"200"}
-    finally:
-        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
-        assert rc == 0, out[-3000:]
     wait_all_pass(tmp_path)
 
 
