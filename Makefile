@@ -77,11 +77,11 @@ sanity: bootstrap
 
 # Each integration test module works on its own lab host (host1-host11, named at the top of the
 # module) or on none; modules run in parallel, the tests of one module in order. The Molecule
-# scenarios run in the same schedule (tests/integration/test_molecule.py), on hosts of their own.
+# scenarios run in the same schedule (tests/integration/test_molecule_*.py), on hosts of their own.
 INTEGRATION_WORKERS ?= 5
 integration: LAB_HOSTS := 11
 integration: lab-up
-	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadgroup --no-loadscope-reorder
+	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # One Molecule scenario per role, on lab host containers attached to the running lab, one after the
 # other (make integration runs them too, in parallel with the other modules).

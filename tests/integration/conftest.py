@@ -239,29 +239,33 @@ def deployed(lab):
 LAB_HOSTS_NEEDED = 11
 
 
-# Scheduling (make integration: pytest-xdist --dist loadgroup --no-loadscope-reorder): each module is one
-# group, so its tests run in order on one worker and one lab host; the Molecule scenarios
-# (test_molecule.py) are a group each, so that they fill the workers that the long modules leave idle.
-# Groups are handed out in collection order: the longest modules first, the Molecule scenarios last.
-# (Without --no-loadscope-reorder xdist orders groups by their number of tests instead, and the 4-test,
-# 13-minute test_nginx_hook started last: CI dry run of 2026-11-27.) Module durations of the CI dry run
-# of 2026-11-27 (5 workers, load average about 20): the checklist and the rotation (with its crash
-# matrix) 45 minutes each, which ended the run alone; the crash matrix and the checklist's federation
-# side now have hosts of their own.
+# Scheduling (make integration: pytest-xdist --dist loadfile --no-loadscope-reorder): the tests of one
+# module run in order on one worker and one lab host; modules are handed out in collection order:
+# the longest first, the Molecule scenarios (test_molecule_<scenario>.py, a module each) last, so that
+# they use the workers the long modules leave idle. (xdist's loadgroup would allow one module for all
+# scenarios, but its nodeid suffix does not take with pytest 9.) Without --no-loadscope-reorder xdist
+# orders modules by their number of tests instead, and the 4-test, 13-minute test_nginx_hook started
+# last (CI dry run of 2026-11-27). In the CI dry run of 2026-11-27 (5 workers, load average about 20)
+# the checklist and the rotation (with its crash matrix) took 45 minutes each and ended the run alone;
+# the crash matrix and the checklist's federation side now have hosts of their own.
 LONGEST_FIRST = ("test_security_checklist.py", "test_secret_rotation.py", "test_security_checklist_federation.py",
                  "test_secret_rotation_crash.py", "test_operator_stack.py", "test_incident_response.py",
                  "test_public_proxy.py", "test_ssh_host.py", "test_nginx_hook.py")
-LAST = ("test_molecule.py",)
+MOLECULE_SCENARIOS = sorted(p.name for p in (REPO / "molecule").iterdir() if (p / "molecule.yml").is_file())
+LAST = tuple(f"test_molecule_{s}.py" for s in MOLECULE_SCENARIOS)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
         if name in LONGEST_FIRST:
             return LONGEST_FIRST.index(name)
         return len(LONGEST_FIRST) + (1 + LAST.index(name) if name in LAST else 0)
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     items.sort(key=rank)  # stable: the tests of one module keep their order
+
+
+def pytest_sessionstart(session):
+    missing = [name for name in LAST if not (Path(__file__).parent / name).is_file()]
+    if missing:
+        raise pytest.UsageError(f"Molecule scenarios without their test module: {', '.join(missing)} "
+                                "(tests/integration/test_molecule_<scenario>.py, see test_molecule_docker_engine.py)")

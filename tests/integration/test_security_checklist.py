@@ -16,6 +16,8 @@ import secrets as secrets_module
 import shlex
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from checklist_stack import ALL, WINDOW, ChecklistHost, assert_only, statuses  # noqa: F401
 from conftest import STATE, recap, run_playbook, sh, put_file, server_cli, wait_for
 
@@ -277,6 +279,25 @@ def test_cert_writer_stopped(stack, tmp_path):
         assert_only(results, "cert_writer_running", "fail", "not running")
     finally:
         sh(stack, ["docker", "start", f"{REG}-cert-writer"])
+    wait_all_pass(tmp_path)
+
+
+@pytest.mark.parametrize("key, value, check, words", [
+    ("MINTING_AUTHORITY", "enabled", "minting_disabled", ['running registry container has MINTING_AUTHORITY="enabled"']),
+    ("EVENTSTORE_MTLS_REQUIRED", "false", "mtls_enforced",
+     ['running registry container has EVENTSTORE_MTLS_REQUIRED="false"']),
+])
+def test_running_registry_differs_from_env_file(stack, tmp_path, key, value, check, words):
+    # Someone started the registry with an override file: the running container differs from .env.operator.
+    put_file(stack, "/tmp/checklist-override.yml",
+             f"services:\n  registry:\n    environment:\n      {key}: \"{value}\"\n".encode())
+    # The registry refuses to start that way (it restarts in a loop); the checklist names the cause.
+    sh(stack, f"{COMPOSE} -f /tmp/checklist-override.yml up -d --no-deps registry")
+    try:
+        results, dummy, dummy2 = verify(tmp_path)
+        assert_only(results, check, "fail", *words)
+    finally:
+        sh(stack, f"{COMPOSE} up -d --no-deps --wait registry")
     wait_all_pass(tmp_path)
 
 
