@@ -1,7 +1,8 @@
 """secret_rotation on lab-host3 (registry3): live rotation with data kept and /health probed,
 the guide's procedure breaking PostgreSQL (and the repair), rollback after faults injected at
 each step, check mode, and no secret in the output at -vvv, the role's log, the PostgreSQL
-log or docker inspect. About 4-5 minutes on the lab."""
+log or docker inspect. The crash matrix and the lost .env.operator are test_secret_rotation_crash.py
+(host10)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 import pytest
 
 import rotation_stack
-from conftest import run_playbook, sh, wait_for
+from conftest import sh, wait_for
 from rotation_stack import (KEYS, OnRecreate, Prober, assert_servers_ask_for_passwords,  # noqa: F401
                             deployed, dexec, env_bytes, health, key_status, pg_ok, redis_cmd, redis_keys_kept, rows,
                             seed, values)
@@ -246,27 +247,3 @@ def test_guides_procedure_breaks_the_database_and_repair_fixes_it(host):
     # And a proper rotation works again afterwards.
     rc, out = rotate("-e", '{"theprotocol_rotate_secrets": ["POSTGRES_PASSWORD"]}')
     assert rc == 0, out[-4000:]
-
-
-def test_lost_env_file_is_not_regenerated_over_existing_data(host):
-    """.env.operator gone, data volumes kept: site.yml refuses to generate new database secrets (they would
-    lock the registry out) and says how to restore the newest backup; restored, the stack converges unchanged."""
-    before = env_bytes(host)
-    newest = f"{ENV}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.bak"  # the backup operator_env would make
-    sh(host, ["install", "-m", "0600", ENV, newest])
-    sh(host, ["mv", ENV, "/root/env.operator.lost"])
-    try:
-        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
-        assert rc != 0, out[-3000:]
-        assert f"{ENV} is missing, but the stack's data is not ({REGISTRY}_db-data, {REGISTRY}_redis-data, " \
-               "redis/users.acl)" in out, out[-3000:]
-        assert f"install -m 0600 -o root -g root {newest} {ENV} (the newest of " in out, out[-3000:]
-        assert "Nothing was changed" in out
-        assert sh(host, ["test", "-e", ENV], check=False)[0] != 0  # no new env file was written
-    finally:
-        sh(host, ["mv", "/root/env.operator.lost", ENV])
-        sh(host, ["rm", "-f", newest])
-    assert env_bytes(host) == before
-    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
-    assert rc == 0 and f"{HOST}" in out, out[-3000:]
-    assert health(host) == "200"

@@ -3,7 +3,8 @@
 must finish the rotation or roll it back and rotate afresh; after each row the stack serves,
 .env.operator equals the live credentials, Redis holds exactly one password, the data of
 before is kept, and no value appears in either run's output or in the journal. On a host of its
-own so that it runs alongside test_secret_rotation (host3)."""
+own so that it runs alongside test_secret_rotation (host3); with it, the lost .env.operator that
+site.yml must not regenerate over existing data."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 import rotation_stack
 from conftest import run_playbook, sh, wait_for
-from rotation_stack import KEYS, PLAYBOOK, dexec, deployed, health, key_status, pg_ok, redis_keys_kept, rows, seed, values
+from rotation_stack import (KEYS, PLAYBOOK, dexec, deployed, env_bytes, health, key_status, pg_ok, redis_keys_kept, rows,
+                            seed, values)
 
 # Lab host of this module: host10. make integration runs modules in parallel (one worker per
 # module); modules that share a host must not disturb each other.
@@ -31,6 +33,30 @@ def host(dkr, lab):
 
 def rotate(*args):
     return rotation_stack.rotate(HOST, *args)
+
+
+def test_lost_env_file_is_not_regenerated_over_existing_data(host):
+    """.env.operator gone, data volumes kept: site.yml refuses to generate new database secrets (they would
+    lock the registry out) and says how to restore the newest backup; restored, the stack converges unchanged."""
+    before = env_bytes(host)
+    newest = f"{ENV}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.bak"  # the backup operator_env would make
+    sh(host, ["install", "-m", "0600", ENV, newest])
+    sh(host, ["mv", ENV, "/root/env.operator.lost"])
+    try:
+        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        assert rc != 0, out[-3000:]
+        assert f"{ENV} is missing, but the stack's data is not ({REGISTRY}_db-data, {REGISTRY}_redis-data, " \
+               "redis/users.acl)" in out, out[-3000:]
+        assert f"install -m 0600 -o root -g root {newest} {ENV} (the newest of " in out, out[-3000:]
+        assert "Nothing was changed" in out
+        assert sh(host, ["test", "-e", ENV], check=False)[0] != 0  # no new env file was written
+    finally:
+        sh(host, ["mv", "/root/env.operator.lost", ENV])
+        sh(host, ["rm", "-f", newest])
+    assert env_bytes(host) == before
+    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+    assert rc == 0 and f"{HOST}" in out, out[-3000:]
+    assert health(host) == "200"
 
 
 JOURNAL = f"{ENV}.rotation.json"
