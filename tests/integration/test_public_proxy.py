@@ -249,8 +249,8 @@ def _marked_registry_log(proxy, pki, host, since) -> str:
 @pytest.mark.parametrize("path,method", [(FEDERATION, "GET"), ("/api/v1/events/", "POST"),
                                          ("/api/v1/cross-teg/transfer", "POST"),
                                          ("/internal/federation/query", "POST")])
-def test_no_client_certificate_is_refused_by_the_allow_list_and_never_reaches_the_registry(proxy, pki, host, path,
-                                                                                          method):
+def test_no_client_certificate_is_refused_by_the_allow_list_and_never_reaches_the_registry(
+        proxy, pki, host, path, method):
     since = _now_docker(host)
     status, _hdrs, body = _request(proxy, pki, method, path, body=b"{}" if method == "POST" else None)
     assert status == 403, body
@@ -321,8 +321,8 @@ def _direct_with_cert(host, path, cert_pem: str) -> str:
 
 
 @pytest.mark.parametrize("which", ["workload", "other"])
-def test_ids_off_the_allow_list_are_refused_by_nginx_and_never_reach_the_registry(proxy, pki, host, workload_svid,
-                                                                                  which):
+def test_ids_off_the_allow_list_are_refused_by_nginx_and_never_reach_the_registry(
+        proxy, pki, host, workload_svid, which):
     cert, spiffe_id = {
         # Chains to the federation's bundle: only the allow-list stops it (the registry alone accepts it).
         "workload": (workload_svid, "spiffe://example.com/service/billing"),
