@@ -748,7 +748,8 @@ def ssh_inventory_vars(ssh: dict) -> dict:
 
 def write_inventory(facts: dict) -> None:
     """The lab inventory: the frame, the registry hosts, and the lab's values for the
-    playbooks' theprotocol_* inputs (see playbooks/site.yml) and the docker_engine role."""
+    playbooks' theprotocol_* inputs (the inventory contract, playbooks/vars/theprotocol_inputs.yml) and the
+    docker_engine role."""
     hosts = {}
     for h, info in facts["hosts"].items():
         n = h.removeprefix("host")

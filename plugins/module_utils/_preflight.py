@@ -340,6 +340,7 @@ def check_x509pop(cert_pem, key_pem, intermediates_pem, min_remaining_days, trus
     facts['x509pop_remaining_days'] = remaining // DAY_SECONDS
     if trust_domain:
         facts['x509pop_agent_spiffe_id'] = x509u.x509pop_agent_spiffe_id(trust_domain, leaf)
+    facts['x509pop_sha1_fingerprint'] = x509u.sha1_fingerprint(leaf)
     name = _cert_label(leaf)
 
     if key is not None and not x509u.key_matches_certificate(key, leaf):
@@ -430,18 +431,118 @@ def check_bundle(bundle_pem, trust_domain, now, problems, facts):
     facts['trust_bundle_trust_domains'] = sorted(set(domains))
 
 
+# The frame's workload entry selects the compose project (operator_onboarding's default selectors).
+COMPOSE_PROJECT_SELECTOR = 'docker:label:com.docker.compose.project:'
+
+
+def _text(value):
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def registration(onboarding):
+    """What the parent frame registered, from its onboarding.yml (parsed): a dict of the fields it names.
+
+    Keys: operator_name, registry_name, trust_domain (``agent.trust_domain``, or a top-level
+    ``trust_domain``), registry_spiffe_id, x509pop_sha1_fingerprint; None where the file has none.
+    """
+    agent = onboarding.get('agent') if isinstance(onboarding.get('agent'), dict) else {}
+    fingerprint = _text(onboarding.get('x509pop_certificate_sha1_fingerprint'))
+    return dict(
+        operator_name=_text(onboarding.get('operator_name')),
+        registry_name=_text(onboarding.get('registry_name')),
+        trust_domain=_text(agent.get('trust_domain')) or _text(onboarding.get('trust_domain')),
+        registry_spiffe_id=_text(onboarding.get('registry_spiffe_id')),
+        x509pop_sha1_fingerprint=fingerprint.replace(':', '').lower() if fingerprint else None,
+    )
+
+
+def check_onboarding(onboarding, operator_name, registry_name, trust_domain, problems, x509pop_sha1=None):
+    """Refuse inputs that differ from what the parent frame registered (its onboarding.yml).
+
+    The frame's workload entry selects the compose project ``<registry_name>`` and issues
+    ``spiffe://<trust_domain>/service/registry-<operator_name>``: a stack deployed under another
+    registry name runs a cert-writer that gets no SVID, and nothing says why. ``onboarding`` is the
+    parsed onboarding.yml of the operator's material; None or empty: nothing to compare. Returns the
+    registration (see :func:`registration`) or None.
+    """
+    if onboarding is None or onboarding == {}:
+        return None
+    if not isinstance(onboarding, dict):
+        problems.append('onboarding must be the content of onboarding.yml from the onboarding material (a mapping with '
+                        'operator_name, registry_name, agent.trust_domain, registry_spiffe_id), not a %s.'
+                        % type(onboarding).__name__)
+        return None
+    reg = registration(onboarding)
+    if not reg['operator_name'] or not reg['registry_name']:
+        problems.append('onboarding (onboarding.yml of the onboarding material) names no %s: it is not the file the '
+                        "parent frame's onboarding wrote. Copy onboarding.yml again with the rest of the material, "
+                        'or leave it out.' % ' and no '.join(
+                            k for k in ('operator_name', 'registry_name') if not reg[k]))
+        return reg
+    names_ok = True
+    if reg['operator_name'] != operator_name:
+        names_ok = False
+        problems.append(
+            'The onboarding material was issued to operator %r (onboarding.yml: operator_name: %s, registry SPIFFE ID '
+            '%s), but operator_name is %r. Set operator_name (theprotocol_operator_name in the inventory, '
+            'operator_stack_operator_name for the role) to %r, or use the onboarding material of operator %r '
+            '(<onboarding_dir>/%s/).' % (reg['operator_name'], reg['operator_name'], reg['registry_spiffe_id'] or '?',
+                                         operator_name, reg['operator_name'], operator_name, operator_name))
+    if reg['registry_name'] != registry_name:
+        names_ok = False
+        problems.append(
+            'The parent frame registered the registry workload of operator %r for the compose project %r '
+            '(onboarding.yml: registry_name: %s; its workload entry selects %s%s), but registry_name is %r: the '
+            "stack's cert-writer would get no SVID. Set registry_name (theprotocol_registry_name in the inventory, "
+            'operator_stack_registry_name for the role) to %r, or ask the parent frame to onboard operator %r again '
+            'with registry name %r.' % (reg['operator_name'], reg['registry_name'], reg['registry_name'],
+                                        COMPOSE_PROJECT_SELECTOR, reg['registry_name'], registry_name,
+                                        reg['registry_name'], reg['operator_name'], registry_name))
+    if reg['trust_domain'] and trust_domain and reg['trust_domain'] != trust_domain:
+        names_ok = False
+        problems.append(
+            'The parent frame registered operator %r in trust domain %r (onboarding.yml: agent.trust_domain: %s), but '
+            'trust_domain is %r. Set trust_domain (theprotocol_trust_domain in the inventory, operator_stack_trust_domain '
+            'for the role) to %r.' % (reg['operator_name'], reg['trust_domain'], reg['trust_domain'], trust_domain,
+                                      reg['trust_domain']))
+    if names_ok and reg['registry_spiffe_id'] and trust_domain and operator_name:
+        try:
+            expected = x509u.registry_spiffe_id(trust_domain, operator_name)
+        except x509u.X509Error:
+            expected = None  # the name or trust domain problem is already listed
+        if expected and expected != reg['registry_spiffe_id']:
+            problems.append(
+                'The parent frame registered the registry workload as %s (onboarding.yml: registry_spiffe_id), but '
+                'this stack expects %s (spiffe://<trust_domain>/service/registry-<operator_name>). Ask the parent '
+                'frame to register %s, or check trust_domain and operator_name against its onboarding.yml.'
+                % (reg['registry_spiffe_id'], expected, expected))
+    if x509pop_sha1 and reg['x509pop_sha1_fingerprint'] and reg['x509pop_sha1_fingerprint'] != x509pop_sha1:
+        problems.append(
+            'The x509pop certificate (SHA-1 %s) is not the one the parent frame issued with this onboarding.yml '
+            '(x509pop_certificate_sha1_fingerprint: %s). Copy x509pop.crt, x509pop.key, bundle.pem and onboarding.yml '
+            'of the same issue together.' % (x509pop_sha1, reg['x509pop_sha1_fingerprint']))
+    return reg
+
+
 def preflight(operator_name=None, registry_name=None, trust_domain=x509u.DEFAULT_TRUST_DOMAIN, x509pop_cert=None,
               x509pop_key=None, x509pop_intermediates=None, trust_bundle=None, settings=None,
               x509pop_min_remaining_days=0, spire_server_address=None, spire_server_port=DEFAULT_SPIRE_SERVER_PORT,
-              registry_did=None, images=None, federation_bind_address=None, extra_hosts=None, now=None):
-    """Check all inputs; returns a dict with ``problems`` (list of str) and derived facts."""
+              registry_did=None, images=None, federation_bind_address=None, extra_hosts=None, onboarding=None,
+              check_onboarding_material=True, now=None):
+    """Check all inputs; returns a dict with ``problems`` (list of str) and derived facts.
+
+    ``onboarding`` is the parsed onboarding.yml of the material (what the parent frame registered);
+    with ``check_onboarding_material`` false the material (x509pop certificate, key, intermediates,
+    trust bundle, onboarding.yml) is not checked: the frame issues it later in the same run.
+    """
     x509u.require_cryptography()
     if x509pop_min_remaining_days is None or x509pop_min_remaining_days < 0:
         raise PreflightError('x509pop_min_remaining_days must be 0 or more.')
     now = now or datetime.datetime.now(datetime.timezone.utc)
     problems = []
     facts = dict(x509pop_agent_spiffe_id=None, registry_spiffe_id=None, x509pop_not_after=None,
-                 x509pop_remaining_days=None, trust_bundle_ca_count=None, trust_bundle_trust_domains=[])
+                 x509pop_remaining_days=None, x509pop_sha1_fingerprint=None, trust_bundle_ca_count=None,
+                 trust_bundle_trust_domains=[], onboarding_registration=None)
     check_names(operator_name, registry_name, problems)
     valid_domain = check_trust_domain(trust_domain, problems)
     if valid_domain and not _empty(operator_name):
@@ -456,9 +557,12 @@ def preflight(operator_name=None, registry_name=None, trust_domain=x509u.DEFAULT
     check_images(images, problems)
     check_bind_address(federation_bind_address, problems)
     check_extra_hosts(extra_hosts, problems)
-    check_x509pop(x509pop_cert, x509pop_key, x509pop_intermediates, x509pop_min_remaining_days, valid_domain, now,
-                  problems, facts)
-    check_bundle(trust_bundle, valid_domain, now, problems, facts)
+    if check_onboarding_material:
+        check_x509pop(x509pop_cert, x509pop_key, x509pop_intermediates, x509pop_min_remaining_days, valid_domain, now,
+                      problems, facts)
+        check_bundle(trust_bundle, valid_domain, now, problems, facts)
+        facts['onboarding_registration'] = check_onboarding(onboarding, operator_name, registry_name, trust_domain,
+                                                            problems, facts['x509pop_sha1_fingerprint'])
     result = dict(problems=problems, valid=not problems)
     result.update(facts)
     return result

@@ -27,6 +27,10 @@ description:
     to it.
   - Checks the SPIRE trust bundle - it parses and holds at least one CA certificate, and CA certificates that carry a
     SPIFFE ID (SPIRE CAs carry V(spiffe://<trust-domain>)) are of O(trust_domain).
+  - When O(onboarding) is given (the C(onboarding.yml) that the parent frame's onboarding wrote with the material), checks
+    that the operator name, registry name and trust domain are those the frame registered (the frame's workload entry
+    selects the compose project C(<registry_name>), so a stack under another name gets no SVID). The message says what the
+    frame registered and what to change. Also checks that the x509pop certificate is the one issued with that file.
   - Collects all problems and fails with one message that lists every one of them, each saying what to do.
   - Never returns or shows key material.
 author:
@@ -103,6 +107,21 @@ options:
         (a YAML boolean V(true) counts as V(true)).
     type: dict
     default: {}
+  onboarding:
+    description:
+      - What the parent frame registered for this operator, the content of C(onboarding.yml) of the onboarding material
+        (parsed, as written by the M(theprotocol.operator.operator_onboarding) role; keys C(operator_name),
+        C(registry_name), C(agent.trust_domain), C(registry_spiffe_id), C(x509pop_certificate_sha1_fingerprint)).
+      - Not checked when omitted or empty (material without C(onboarding.yml)).
+    type: dict
+  check_onboarding_material:
+    description:
+      - Check the onboarding material (O(x509pop_cert), O(x509pop_key), O(x509pop_intermediates), O(trust_bundle),
+        O(onboarding)).
+      - V(false) for a preflight that runs before the parent frame issues the material in the same run; the material
+        must then be checked before it is used.
+    type: bool
+    default: true
   x509pop_min_remaining_days:
     description:
       - Days the x509pop certificate must stay valid. V(0) fails only a certificate that has expired or is not valid
@@ -176,6 +195,21 @@ x509pop_remaining_days:
   returned: always
   type: int
   sample: 364
+x509pop_sha1_fingerprint:
+  description: Lowercase hex SHA-1 fingerprint of the x509pop certificate; V(null) when it does not parse.
+  returned: always
+  type: str
+  sample: 0beec7b5ea3f0fdbc95d0dd47f3c5bc275da8a33
+onboarding_registration:
+  description: What the parent frame registered, read from O(onboarding); V(null) when O(onboarding) is not given.
+  returned: always
+  type: dict
+  sample:
+    operator_name: acme
+    registry_name: acme-registry
+    trust_domain: example.com
+    registry_spiffe_id: spiffe://example.com/service/registry-acme
+    x509pop_sha1_fingerprint: 0beec7b5ea3f0fdbc95d0dd47f3c5bc275da8a33
 trust_bundle_ca_count:
   description: Number of CA certificates in the trust bundle; V(null) when it does not parse.
   returned: always
@@ -213,6 +247,8 @@ def main():
             federation_bind_address=dict(type='str'),
             extra_hosts=dict(type='list', elements='str'),
             x509pop_min_remaining_days=dict(type='int', default=0),
+            onboarding=dict(type='dict'),
+            check_onboarding_material=dict(type='bool', default=True),
         ),
         supports_check_mode=True,
     )

@@ -314,3 +314,115 @@ def test_defaults_without_anything():
 ])
 def test_did_syntax(did, ok):
     assert bool(p.DID_RE.match(did)) is ok
+
+
+# ----------------------------------------------------------------------------- onboarding.yml (issue 16)
+# fixtures/onboarding_operator3.yml and its x509pop certificate are what the lab frame's
+# operator_onboarding role wrote for operator3 (registry3, trust domain example.com).
+
+import os  # noqa: E402
+
+import yaml  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, 'fixtures', 'onboarding_operator3.yml'), encoding='utf-8') as _f:
+    ONBOARDING = yaml.safe_load(_f)
+with open(os.path.join(HERE, 'fixtures', 'onboarding_operator3_x509pop.crt'), 'rb') as _f:
+    ONBOARDING_CERT_SHA1 = _x509.sha1_fingerprint(_x509.load_pem_chain(_f.read())[0])
+
+
+def onboarding_problems(operator_name='operator3', registry_name='registry3', trust_domain='example.com',
+                        onboarding=ONBOARDING, sha1=ONBOARDING_CERT_SHA1):
+    problems = []
+    reg = p.check_onboarding(onboarding, operator_name, registry_name, trust_domain, problems, sha1)
+    return problems, reg
+
+
+def test_onboarding_registration_read_from_the_frames_file():
+    assert p.registration(ONBOARDING) == dict(
+        operator_name='operator3', registry_name='registry3', trust_domain='example.com',
+        registry_spiffe_id='spiffe://example.com/service/registry-operator3',
+        x509pop_sha1_fingerprint='3ab280573a38ce2d8fcaadf200127b1c2c9523cb')
+
+
+def test_onboarding_matching_inputs_pass():
+    problems, reg = onboarding_problems()
+    assert problems == []
+    assert reg['registry_name'] == 'registry3'
+    # the certificate of the fixture is the one the file records
+    assert ONBOARDING_CERT_SHA1 == reg['x509pop_sha1_fingerprint']
+
+
+def test_onboarding_registry_name_mismatch_says_what_the_frame_registered():
+    problems, dummy = onboarding_problems(registry_name='acme-registry')
+    assert len(problems) == 1, problems
+    msg = problems[0]
+    assert "for the compose project 'registry3'" in msg
+    assert 'docker:label:com.docker.compose.project:registry3' in msg
+    assert "registry_name is 'acme-registry'" in msg
+    assert "cert-writer would get no SVID" in msg
+    assert "theprotocol_registry_name in the inventory" in msg and "to 'registry3'" in msg
+    assert "onboard operator 'operator3' again with registry name 'acme-registry'" in msg
+
+
+def test_onboarding_operator_name_mismatch():
+    problems, dummy = onboarding_problems(operator_name='operator4')
+    assert len(problems) == 1, problems
+    assert "issued to operator 'operator3'" in problems[0]
+    assert 'spiffe://example.com/service/registry-operator3' in problems[0]
+    assert "operator_name is 'operator4'" in problems[0] and 'theprotocol_operator_name' in problems[0]
+    assert '<onboarding_dir>/operator4/' in problems[0]
+
+
+def test_onboarding_trust_domain_mismatch():
+    problems, dummy = onboarding_problems(trust_domain='other.example.org')
+    assert len(problems) == 1, problems
+    assert "trust domain 'example.com'" in problems[0] and "trust_domain is 'other.example.org'" in problems[0]
+    assert 'theprotocol_trust_domain' in problems[0]
+
+
+def test_onboarding_every_mismatch_listed():
+    problems, dummy = onboarding_problems(operator_name='acme', registry_name='acme', trust_domain='acme.example')
+    assert len(problems) == 3, problems
+
+
+def test_onboarding_spiffe_id_registered_elsewhere():
+    custom = dict(ONBOARDING, registry_spiffe_id='spiffe://example.com/workload/registry3')
+    problems, dummy = onboarding_problems(onboarding=custom)
+    assert len(problems) == 1, problems
+    assert 'spiffe://example.com/workload/registry3' in problems[0]
+    assert 'spiffe://example.com/service/registry-operator3' in problems[0]
+
+
+def test_onboarding_certificate_of_another_issue():
+    problems, dummy = onboarding_problems(sha1='0' * 40)
+    assert len(problems) == 1, problems
+    assert 'not the one the parent frame issued with this onboarding.yml' in problems[0]
+    assert '3ab280573a38ce2d8fcaadf200127b1c2c9523cb' in problems[0]
+    assert onboarding_problems(sha1=None)[0] == []  # certificate unparsable: reported by check_x509pop
+
+
+@pytest.mark.parametrize('onboarding', [None, {}])
+def test_onboarding_absent_is_not_checked(onboarding):
+    assert onboarding_problems(registry_name='anything', onboarding=onboarding) == ([], None)
+
+
+def test_onboarding_not_the_frames_file():
+    problems, dummy = onboarding_problems(onboarding='registry_name: registry3')
+    assert len(problems) == 1 and 'not a str' in problems[0]
+    problems, dummy = onboarding_problems(onboarding={'agent': {'trust_domain': 'example.com'}})
+    assert len(problems) == 1 and 'names no operator_name and no registry_name' in problems[0]
+
+
+def test_preflight_compares_onboarding_and_can_skip_the_material(frame):
+    onboarding = dict(ONBOARDING, operator_name='acme', registry_name='acme-registry',
+                      registry_spiffe_id='spiffe://example.com/service/registry-acme',
+                      x509pop_certificate_sha1_fingerprint=_x509.sha1_fingerprint(frame.pop))
+    result = run(frame, onboarding=onboarding)
+    assert len(result['problems']) == 1 and "compose project 'acme-registry'" in result['problems'][0]
+    assert result['onboarding_registration']['registry_name'] == 'acme-registry'
+    assert result['x509pop_sha1_fingerprint'] == _x509.sha1_fingerprint(frame.pop)
+    assert run(frame, onboarding=onboarding, registry_name='acme-registry')['problems'] == []
+    # Before the frame issues the material (same run): no material checks, and none of its problems.
+    result = run(frame, onboarding=onboarding, x509pop_cert='', trust_bundle='', check_onboarding_material=False)
+    assert result['problems'] == [] and result['onboarding_registration'] is None

@@ -152,3 +152,28 @@ def test_main_checks_images_bind_address_and_extra_hosts(live, capsys):
                                               federation_bind_address='0.0.0.0 ', extra_hosts=['es:x']))
     assert rc == 1 and len(result['problems']) == 3, result['problems']
     assert "images.nginx 'n:1\\nprivileged: true'" in result['msg']
+
+
+def test_main_refuses_a_registry_the_frame_did_not_register(live, capsys):
+    """Issue 16: onboarding.yml as the frame's operator_onboarding role writes it (registry acme-registry)."""
+    onboarding = {'operator_name': 'acme', 'registry_name': 'acme-registry',
+                  'agent': {'trust_domain': 'example.com', 'server_address': 'spire.frame.example', 'server_port': 8081},
+                  'registry_spiffe_id': 'spiffe://example.com/service/registry-acme',
+                  'x509pop_certificate_sha1_fingerprint': _x509.sha1_fingerprint(live['pop'])}
+    rc, result, out = run_main(capsys, dict(live['args'], onboarding=onboarding))
+    assert rc == 1 and result['valid'] is False
+    assert len(result['problems']) == 1, result['problems']
+    assert "for the compose project 'acme-registry'" in result['msg'] and "registry_name is 'acme'" in result['msg']
+    assert result['onboarding_registration']['registry_name'] == 'acme-registry'
+    assert_no_key_material(out, live['args']['x509pop_key'])
+    rc, result, dummy = run_main(capsys, dict(live['args'], onboarding=onboarding, registry_name='acme-registry'))
+    assert rc == 0 and result['valid'] is True
+    assert result['x509pop_sha1_fingerprint'] == _x509.sha1_fingerprint(live['pop'])
+
+
+def test_main_without_the_material_checks_the_rest(live, capsys):
+    args = {k: v for k, v in live['args'].items() if k not in ('x509pop_cert', 'x509pop_key', 'trust_bundle')}
+    rc, result, dummy = run_main(capsys, dict(args, check_onboarding_material=False))
+    assert rc == 0 and result['valid'] is True and result['x509pop_not_after'] is None
+    rc, result, dummy = run_main(capsys, dict(args, check_onboarding_material=False, registry_did='nope'))
+    assert rc == 1 and len(result['problems']) == 1 and 'is not a DID' in result['problems'][0]
