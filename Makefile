@@ -79,7 +79,9 @@ sanity: bootstrap
 # module) or on none; modules run in parallel, the tests of one module in order. The Molecule
 # scenarios run in the same schedule (tests/integration/test_molecule_*.py), on hosts of their own.
 INTEGRATION_WORKERS ?= 5
-integration: LAB_HOSTS := 11
+INTEGRATION_HOSTS := 11
+export INTEGRATION_HOSTS
+integration: LAB_HOSTS := $(INTEGRATION_HOSTS)
 integration: lab-up
 	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder
 
@@ -92,6 +94,9 @@ molecule: lab-up
 	  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/molecule test -s $$s; \
 	done
 
-test: unit lint sanity integration ee-verify
+# unit, lint and sanity run while the lab images, the lab hosts and the EE image are prepared in the
+# background (tests/run_all.sh); then integration and ee-verify.
+test: bootstrap collection
+	@bash tests/run_all.sh
 	@echo "make test: unit, lint, sanity, integration (with the Molecule scenarios) and ee-verify passed"
 	@echo "suites: 5 passed, 0 failed"
