@@ -443,16 +443,23 @@ def registration(onboarding):
     """What the parent frame registered, from its onboarding.yml (parsed): a dict of the fields it names.
 
     Keys: operator_name, registry_name, trust_domain (``agent.trust_domain``, or a top-level
-    ``trust_domain``), registry_spiffe_id, x509pop_sha1_fingerprint; None where the file has none.
+    ``trust_domain``), registry_spiffe_id, x509pop_sha1_fingerprint, workload_selectors (the registry
+    workload entry's selectors, a list of strings) and compose_project (the value of its
+    ``docker:label:com.docker.compose.project:`` selector); None where the file has none.
     """
     agent = onboarding.get('agent') if isinstance(onboarding.get('agent'), dict) else {}
     fingerprint = _text(onboarding.get('x509pop_certificate_sha1_fingerprint'))
+    selectors = onboarding.get('registry_workload_selectors')
+    selectors = [s for s in selectors if isinstance(s, str)] if isinstance(selectors, list) else None
+    projects = [s[len(COMPOSE_PROJECT_SELECTOR):] for s in selectors or () if s.startswith(COMPOSE_PROJECT_SELECTOR)]
     return dict(
         operator_name=_text(onboarding.get('operator_name')),
         registry_name=_text(onboarding.get('registry_name')),
         trust_domain=_text(agent.get('trust_domain')) or _text(onboarding.get('trust_domain')),
         registry_spiffe_id=_text(onboarding.get('registry_spiffe_id')),
         x509pop_sha1_fingerprint=fingerprint.replace(':', '').lower() if fingerprint else None,
+        workload_selectors=selectors,
+        compose_project=projects[0] if len(projects) == 1 else None,
     )
 
 
@@ -498,6 +505,15 @@ def check_onboarding(onboarding, operator_name, registry_name, trust_domain, pro
             'with registry name %r.' % (reg['operator_name'], reg['registry_name'], reg['registry_name'],
                                         COMPOSE_PROJECT_SELECTOR, reg['registry_name'], registry_name,
                                         reg['registry_name'], reg['operator_name'], registry_name))
+    elif reg['compose_project'] and reg['compose_project'] != registry_name:
+        # The frame recorded registry_name, but its workload entry selects another compose project.
+        names_ok = False
+        problems.append(
+            "The parent frame's workload entry for operator %r selects the compose project %r (onboarding.yml: "
+            'registry_workload_selectors: %s), not %r: the stack\'s cert-writer would get no SVID. Ask the parent '
+            'frame to onboard operator %r again with registry name %r (its default selectors), or deploy with '
+            'registry_name %r.' % (reg['operator_name'], reg['compose_project'], ', '.join(reg['workload_selectors']),
+                                   registry_name, reg['operator_name'], registry_name, reg['compose_project']))
     if reg['trust_domain'] and trust_domain and reg['trust_domain'] != trust_domain:
         names_ok = False
         problems.append(

@@ -342,7 +342,8 @@ def test_onboarding_registration_read_from_the_frames_file():
     assert p.registration(ONBOARDING) == dict(
         operator_name='operator3', registry_name='registry3', trust_domain='example.com',
         registry_spiffe_id='spiffe://example.com/service/registry-operator3',
-        x509pop_sha1_fingerprint='3ab280573a38ce2d8fcaadf200127b1c2c9523cb')
+        x509pop_sha1_fingerprint='3ab280573a38ce2d8fcaadf200127b1c2c9523cb',
+        workload_selectors=None, compose_project=None)  # written before onboarding.yml recorded the selectors
 
 
 def test_onboarding_matching_inputs_pass():
@@ -400,6 +401,26 @@ def test_onboarding_certificate_of_another_issue():
     assert 'not the one the parent frame issued with this onboarding.yml' in problems[0]
     assert '3ab280573a38ce2d8fcaadf200127b1c2c9523cb' in problems[0]
     assert onboarding_problems(sha1=None)[0] == []  # certificate unparsable: reported by check_x509pop
+
+
+SELECTORS = ['docker:label:com.docker.compose.project:registry3', 'docker:label:com.docker.compose.service:cert-writer']
+
+
+def test_onboarding_selectors_recorded_and_matching():
+    problems, reg = onboarding_problems(onboarding=dict(ONBOARDING, registry_workload_selectors=SELECTORS))
+    assert problems == []
+    assert reg['workload_selectors'] == SELECTORS and reg['compose_project'] == 'registry3'
+
+
+def test_onboarding_selectors_of_another_compose_project():
+    # The frame kept registry_name but gave the workload entry selectors of its own.
+    selectors = ['docker:label:com.docker.compose.project:legacy', 'docker:label:com.docker.compose.service:cert-writer']
+    problems, dummy = onboarding_problems(onboarding=dict(ONBOARDING, registry_workload_selectors=selectors))
+    assert len(problems) == 1, problems
+    assert "selects the compose project 'legacy'" in problems[0] and "not 'registry3'" in problems[0]
+    assert 'cert-writer would get no SVID' in problems[0] and "registry_name 'legacy'" in problems[0]
+    # Selectors without a compose project (e.g. unix:uid:0): the frame's choice, nothing to compare.
+    assert onboarding_problems(onboarding=dict(ONBOARDING, registry_workload_selectors=['unix:uid:0']))[0] == []
 
 
 @pytest.mark.parametrize('onboarding', [None, {}])
