@@ -18,16 +18,17 @@ import re
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
-from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth
+from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
 from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import DOCKER_TS_RE, parse_timestamp
 
 PASS, WARN, FAIL, SKIP = 'pass', 'warn', 'fail', 'skip'
 STATUSES = (PASS, WARN, FAIL, SKIP)
 SEVERITY = {FAIL: 0, WARN: 1, SKIP: 2, PASS: 3}
 SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
-SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD', 'INTERNAL_API_KEY')
-DB_SECRET_KEYS = ('POSTGRES_PASSWORD', 'REDIS_PASSWORD')
-DB_SECRET_SERVICES = dict((key, _live_auth.SERVICE_OF[kind]) for key, kind in _live_auth.KIND_OF_KEY.items())
+# From the credential registry: every credential, the ones checked by logging in to their server, and that server.
+SECRET_KEYS = _credentials.KEYS
+DB_SECRET_KEYS = _credentials.LOGIN_KEYS
+DB_SECRET_SERVICES = dict((key, _credentials.get(key).server) for key in DB_SECRET_KEYS)
 
 # The guide's "Endpoints Protected by Federation Auth".
 FEDERATION_ENDPOINTS = (
@@ -199,8 +200,9 @@ def summarize(results):
 
 
 def scrub(value, secrets):
-    """``value`` (str, list or dict, nested) with every secret string replaced by ``<redacted>``."""
-    secrets = sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True)
+    """``value`` (str, list or dict, nested) with every secret string replaced by ``<redacted>``
+    (those long enough to be replaced inside text: ``_secrets.substitutable``)."""
+    secrets = _secrets.substitutable(secrets)
     if not secrets:
         return value
 

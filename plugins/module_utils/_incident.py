@@ -48,15 +48,9 @@ REDACTED = _redact.REDACTED
 
 SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
 
-# Keys of .env.operator whose values are public facts of the stack (the operator guide's
-# identity and settings); every other value is treated as a secret.
-PUBLIC_ENV_KEYS = frozenset((
-    'OPERATOR_NAME', 'REGISTRY_NAME', 'REGISTRY_DID', 'TRUST_DOMAIN', 'POSTGRES_USER', 'POSTGRES_DB',
-    'EVENTSTORE_URL', 'EVENT_INTERVAL', 'CERT_WRITER_INTERVAL', 'FEDERATION_PORT', 'MINTING_AUTHORITY',
-    'EVENTSTORE_MTLS_REQUIRED',
-))
-# A secret shorter than this is not replaced inside text (it would shred the evidence);
-# it is still never collected on its own.
+# The one masking rule (_secrets, through _redact): every env value whose key is not in
+# PUBLIC_ENV_KEYS is a secret; one shorter than MIN_SUBSTITUTION_LENGTH is not replaced inside text.
+PUBLIC_ENV_KEYS = _redact.PUBLIC_ENV_KEYS
 MIN_SUBSTITUTION_LENGTH = _redact.MIN_SUBSTITUTION_LENGTH
 
 CATEGORIES = ('revoked', 'x509pop_expired', 'server_unreachable', 'local_fault', 'healthy')
@@ -109,14 +103,7 @@ def isoformat(value):
 
 def secret_values(envfile, public_keys=PUBLIC_ENV_KEYS):
     """Every value of a parsed ``.env.operator`` (an ``_envfile.EnvFile``) except the public ones."""
-    values = []
-    for key in envfile.keys():
-        if key in public_keys:
-            continue
-        value = envfile.value(key)
-        if value:
-            values.append(value)
-    return values
+    return _redact.secret_values(envfile, public_keys)
 
 
 def env_file_secrets(path, public_keys=PUBLIC_ENV_KEYS):

@@ -31,6 +31,8 @@ from __future__ import annotations
 import re
 import secrets
 
+from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
+
 # How the registry reaches PostgreSQL (POSTGRES_HOST in the compose file): the db service's name.
 PG_NETWORK_HOST = 'db'
 REDIS_HOST = '127.0.0.1'
@@ -44,9 +46,10 @@ ACCEPTED = 'accepted'
 REFUSED = 'refused'
 ERROR = 'error'
 
+# The probe kinds (_credentials.LOGIN_PROBES) and the compose service each runs in.
 SERVICE_OF = {'postgres': 'db', 'redis': 'redis'}
-# Which server each .env.operator password belongs to.
-KIND_OF_KEY = {'POSTGRES_PASSWORD': 'postgres', 'REDIS_PASSWORD': 'redis'}
+# Which probe checks each .env.operator password (from the credential registry).
+KIND_OF_KEY = dict((key, _credentials.get(key).probe) for key in _credentials.LOGIN_KEYS)
 _NAMES = {'postgres': 'PostgreSQL', 'redis': 'Redis'}
 _LABEL_RE = re.compile(r'^[a-z][a-z0-9_]*\Z')
 

@@ -11,9 +11,11 @@ what any text betrays by its shape: URL user info (``redis://:pw@redis``,
 ``Authorization: Bearer v``, ``password=v``, ``"token": "v"``), the Redis ``AUTH``/``-a``/
 ``requirepass``/``ACL SETUSER >pw`` forms, and private key blocks.
 
-Pure functions and a :class:`Redactor`; no Ansible or Docker imports. Short values (fewer than
-:data:`MIN_SUBSTITUTION_LENGTH` characters) are not replaced inside text, where they would
-shred the evidence.
+Which env values are secret and how short a value may be and still be replaced inside text is
+the one masking rule of ``_secrets`` (:func:`_secrets.is_secret`, :data:`MIN_SUBSTITUTION_LENGTH`);
+this module applies it to the env file, its backups and the pending values of a rotation.
+
+Pure functions and a :class:`Redactor`; no Ansible or Docker imports.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ except ImportError:  # pragma: no cover (Python 2 is not supported by the collec
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
+from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 
 REDACTED = '<redacted>'
-MIN_SUBSTITUTION_LENGTH = 4
+# The masking rule, declared in _secrets.
+MIN_SUBSTITUTION_LENGTH = _secrets.MIN_SUBSTITUTION_LENGTH
+PUBLIC_ENV_KEYS = _secrets.PUBLIC_ENV_KEYS
+secret_values = _secrets.secret_values
 MAX_ENV_FILE_BYTES = 1024 * 1024
 
 # Names whose value is a secret, as env keys, parameters, JSON keys or headers (case-insensitive).
@@ -75,8 +81,8 @@ def _fallback_values(data):
     return values
 
 
-def env_values(data, public_keys=()):
-    """The values of env file content ``data`` (bytes), except those of ``public_keys``."""
+def env_values(data, public_keys=PUBLIC_ENV_KEYS):
+    """The secret values (:func:`_secrets.is_secret`) of env file content ``data`` (bytes)."""
     if not data:
         return []
     try:
@@ -84,7 +90,7 @@ def env_values(data, public_keys=()):
         pairs = [(key, envfile.value(key)) for key in envfile.keys()]
     except _envfile.EnvFileError:
         pairs = _fallback_values(data)
-    return [value for key, value in pairs if key not in public_keys and value]
+    return _secrets.secret_values(pairs, public_keys)
 
 
 def _read(path):
@@ -95,7 +101,7 @@ def _read(path):
         return None
 
 
-def env_file_secrets(path, public_keys=()):
+def env_file_secrets(path, public_keys=PUBLIC_ENV_KEYS):
     """``(values, files)``: the secret values of the env file ``path``, of every backup of it and of the
     pending values of an unfinished rotation (``<path>.pending``).
 
@@ -125,15 +131,10 @@ class Redactor:
     """Removes the secret values and every credential-shaped part from text and nested data."""
 
     def __init__(self, secrets=()):
-        values = set()
-        for value in secrets:
-            if not isinstance(value, str) or len(value) < MIN_SUBSTITUTION_LENGTH:
-                continue
-            values.add(value)
-            if quote is not None:
-                values.add(quote(value, safe=''))  # as it appears in a URL
-        # Longest first, so that a secret containing another is removed whole.
-        self._values = sorted(values, key=len, reverse=True)
+        values = _secrets.substitutable(secrets)
+        if quote is not None:
+            values = _secrets.substitutable(values + [quote(value, safe='') for value in values])  # as in a URL
+        self._values = values
 
     @property
     def count(self):

@@ -24,6 +24,9 @@ Everything that talks to a container goes through an ``executor(container, argv,
 returning ``(rc, output)``. Secret values travel only in the exec environment and stdin
 of a shell builtin (``printf``), never in a command line (``docker events`` and ``ps``
 show those). No message of this module contains a secret value.
+
+What is rotated and how (the key, its server, how it is applied, probed and undone) is declared
+in :mod:`_credentials`; this module is the engine for the kinds declared there.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import os
 import re
 import unicodedata
 
+from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth
 from ansible_collections.theprotocol.operator.plugins.module_utils import _redis_acl
@@ -44,15 +48,11 @@ from ansible_collections.theprotocol.operator.plugins.module_utils import _secre
 SCRAM_ITERATIONS = 4096
 SCRAM_SALT_BYTES = 16
 
-# The secrets this collection knows how to rotate live, and how.
-#   kind:    postgres | redis | internal_key
-#   server:  the compose service whose live credential is changed (None: a plain shared key)
-SECRET_SPECS = {
-    'POSTGRES_PASSWORD': {'kind': 'postgres', 'server': 'db'},
-    'REDIS_PASSWORD': {'kind': 'redis', 'server': 'redis'},
-    'INTERNAL_API_KEY': {'kind': 'internal_key', 'server': None},
-}
-SUPPORTED_SECRETS = tuple(SECRET_SPECS)
+# The secrets rotated live: declared in _credentials (add one there, not here).
+SUPPORTED_SECRETS = _credentials.ROTATABLE
+# The keys whose live credential this engine changes (ALTER ROLE, the Redis ACL roll-over).
+PG_KEY = _credentials.key_of(_credentials.POSTGRES)
+REDIS_KEY = _credentials.key_of(_credentials.REDIS)
 
 REDIS_USER = _redis_acl.DEFAULT_USER
 _HASH_RE = re.compile(r'^[0-9a-f]{64}\Z')
@@ -199,7 +199,7 @@ def pg_verifier_query(user):
 def validate_selection(selection):
     """The secret keys to rotate, in a fixed order; RotationError for unknown names."""
     selection = list(selection or SUPPORTED_SECRETS)
-    unknown = [k for k in selection if k not in SECRET_SPECS]
+    unknown = [k for k in selection if k not in SUPPORTED_SECRETS]
     if unknown:
         raise RotationError('Cannot rotate %s: only %s are rotated live. Nothing was changed.'
                             % (', '.join(sorted(unknown)), ', '.join(SUPPORTED_SECRETS)))
@@ -246,7 +246,7 @@ def plan_services(config, keys):
     users = {}
     for key in keys:
         users[key] = consumers(config, key)
-        server = SECRET_SPECS[key]['server']
+        server = _credentials.get(key).server
         # The server's credential is changed live, whether or not it reads the value (the official redis
         # image reads none: its password is in redis/users.acl).
         if server in services:
@@ -264,11 +264,11 @@ def plan_rollback(old_values, current_values, live_state):
     """
     differ = [k for k in SUPPORTED_SECRETS if old_values.get(k) != current_values.get(k)]
     plan = {'env': differ, 'postgres': False, 'redis_add': [], 'redis_remove': []}
-    old_pg = old_values.get('POSTGRES_PASSWORD')
+    old_pg = old_values.get(PG_KEY)
     if old_pg:
         verifier = live_state.get('postgres_verifier')
         plan['postgres'] = verifier is None or not scram_verifier_matches(old_pg, verifier)
-    old_redis = old_values.get('REDIS_PASSWORD')
+    old_redis = old_values.get(REDIS_KEY)
     hashes = live_state.get('redis_hashes')
     if old_redis and hashes is not None:
         old_hash = redis_password_hash(old_redis)

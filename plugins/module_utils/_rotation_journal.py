@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 
+from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 
 VERSION = 1
@@ -200,13 +201,23 @@ def _matches(fps, wanted, keys):
     return fps is not None and all(fps.get(k) is not None and fps.get(k) == wanted.get(k) for k in keys)
 
 
+def _live_new(credential, facts):
+    """Whether the server of ``credential`` holds the new value (always, for one with nothing live)."""
+    if credential.apply == _credentials.ALTER_ROLE:
+        return facts.get(credential.kind) == 'new'
+    if credential.apply == _credentials.REDIS_ACL_ROLLOVER:
+        return bool((facts.get(credential.kind) or {}).get('new'))
+    return True
+
+
 def decide(doc, facts):
     """What to do with an unfinished rotation: ``(FORWARD|BACK|REFUSE|NONE, one line why)``.
 
     ``facts``: ``env`` (fingerprints of the env file's values), ``backup`` (of the backup's, None
     when it is gone), ``postgres`` (``new``/``old``/``other``/None: which value PostgreSQL's verifier
     was made from), ``redis`` (``{'new': bool, 'old': bool}`` or None when no known password is
-    accepted). Roll forward when the new values are in the file and live on every server whose
+    accepted); ``postgres`` and ``redis`` are the kinds of the credentials changed live
+    (``_credentials``). Roll forward when the new values are in the file and live on every server whose
     credential is rotated; roll back when they are not; refuse when the file holds values from
     neither side (changed by hand during the rotation).
     """
@@ -218,11 +229,7 @@ def decide(doc, facts):
                                                                   rotation['step'])
     backup_ok = _matches(facts.get('backup'), fps['before'], keys)
     if _matches(facts.get('env'), fps['after'], keys):
-        not_live = []
-        if 'POSTGRES_PASSWORD' in keys and facts.get('postgres') != 'new':
-            not_live.append('PostgreSQL')
-        if 'REDIS_PASSWORD' in keys and not (facts.get('redis') or {}).get('new'):
-            not_live.append('Redis')
+        not_live = [c.server_name for c in _credentials.CREDENTIALS if c.key in keys and not _live_new(c, facts)]
         if not not_live:
             return FORWARD, '%s; the new values are in .env.operator and live: rolling forward.' % where
         if backup_ok:

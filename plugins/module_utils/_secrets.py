@@ -2,12 +2,19 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Generate, fingerprint and judge stack secrets (private to this collection).
+"""Generate, fingerprint, judge and mask stack secrets (private to this collection).
 
-Pure functions; no Ansible imports.  The one rule of this module: a secret value is
-never part of anything it returns other than :func:`generate_secret` itself, nor of
-any message it formats.  Judgements come back as reason strings that describe the
-value without quoting it, so modules and the security checklist can show them.
+Pure functions; no Ansible imports.  A secret value is never part of any message this
+module formats, nor of anything it returns other than :func:`generate_secret` and the
+masking helpers, whose job is to hand the values to mask to a redactor.  Judgements come
+back as reason strings that describe the value without quoting it, so modules and the
+security checklist can show them.
+
+The one masking rule (:func:`is_secret`): every non-empty value of ``.env.operator`` is
+secret unless its key is declared public in :data:`PUBLIC_ENV_KEYS` (the settings the
+operator_stack role writes, ``_operator_stack_base_settings`` in its ``vars/main.yml``;
+a unit test keeps the two equal).  Inside text, a value is replaced only when it has at
+least :data:`MIN_SUBSTITUTION_LENGTH` characters (:func:`substitutable`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,24 @@ DEFAULT_SECRET_BYTES = 32
 MIN_SECRET_BYTES = 16
 MAX_SECRET_BYTES = 512
 FINGERPRINT_LENGTH = 12
+# How generated values are spelled (a credential's generation spec names one, see _credentials).
+URLSAFE_BASE64 = 'urlsafe-base64'
+ALPHABETS = (URLSAFE_BASE64,)
+
+# Keys of .env.operator whose values are public facts of the stack (the operator guide's identity and
+# settings; exactly the keys of _operator_stack_base_settings in roles/operator_stack/vars/main.yml).
+# Every other value is a secret.
+PUBLIC_ENV_KEYS = frozenset((
+    'OPERATOR_NAME', 'REGISTRY_NAME', 'REGISTRY_DID', 'TRUST_DOMAIN', 'POSTGRES_USER', 'POSTGRES_DB',
+    'EVENTSTORE_URL', 'EVENT_INTERVAL', 'CERT_WRITER_INTERVAL', 'FEDERATION_PORT', 'MINTING_AUTHORITY',
+    'EVENTSTORE_MTLS_REQUIRED',
+))
+# A secret shorter than this is not replaced inside text (it would shred the evidence: "db", "true");
+# it is still never collected or shown on its own.
+MIN_SUBSTITUTION_LENGTH = 4
+# Ansible's no_log_values mask a value in *every* string of a module's output (paths, messages): a
+# value is handed to it only from this length on, and never a well-known default ("redis").
+MIN_NO_LOG_LENGTH = 8
 
 # Below these a value is judged weak.
 MIN_LENGTH = 16
@@ -48,7 +73,7 @@ class SecretError(Exception):
     """Invalid request to this module; the message never holds a secret value."""
 
 
-def generate_secret(nbytes=DEFAULT_SECRET_BYTES):
+def generate_secret(nbytes=DEFAULT_SECRET_BYTES, alphabet=URLSAFE_BASE64):
     """A new random secret: ``nbytes`` of entropy as URL-safe base64 without padding.
 
     The alphabet (A-Z a-z 0-9 - _) needs no quoting in a dotenv file, a shell, a URL
@@ -57,6 +82,8 @@ def generate_secret(nbytes=DEFAULT_SECRET_BYTES):
     if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not MIN_SECRET_BYTES <= nbytes <= MAX_SECRET_BYTES:
         raise SecretError('The secret length must be a whole number of bytes between %d and %d, got %r.'
                           % (MIN_SECRET_BYTES, MAX_SECRET_BYTES, nbytes))
+    if alphabet not in ALPHABETS:
+        raise SecretError('Unknown secret alphabet %r (known: %s).' % (alphabet, ', '.join(ALPHABETS)))
     return secrets.token_urlsafe(nbytes)
 
 
@@ -159,3 +186,43 @@ def weakness(value, key=None):
 def is_weak(value, key=None):
     """True when :func:`weakness` finds a reason."""
     return weakness(value, key) is not None
+
+
+# --------------------------------------------------------------------------- the masking rule
+
+def is_secret(key, value, public_keys=PUBLIC_ENV_KEYS):
+    """Whether the value of env key ``key`` is a secret: any non-empty value of a key not declared public."""
+    return bool(value) and key not in public_keys
+
+
+def _pairs(env):
+    if hasattr(env, 'value') and hasattr(env, 'keys'):     # an _envfile.EnvFile
+        return [(key, env.value(key)) for key in env.keys()]
+    if hasattr(env, 'items'):
+        return list(env.items())
+    return list(env)
+
+
+def secret_values(env, public_keys=PUBLIC_ENV_KEYS):
+    """The secret values of ``env`` by :func:`is_secret`, in the order of its keys.
+
+    ``env``: a parsed env file (``_envfile.EnvFile``), a mapping, or ``(key, value)`` pairs.
+    """
+    return [value for key, value in _pairs(env) if is_secret(key, value, public_keys)]
+
+
+def substitutable(values):
+    """The values that are replaced inside text (at least :data:`MIN_SUBSTITUTION_LENGTH` characters),
+    without repeats, longest first (so that a secret containing another is removed whole)."""
+    unique = set(v for v in values if isinstance(v, str) and len(v) >= MIN_SUBSTITUTION_LENGTH)
+    return sorted(unique, key=lambda v: (-len(v), v))
+
+
+def no_log_values(values):
+    """The values to hand to Ansible's ``no_log_values`` (defence in depth for a module's own output).
+
+    Short and well-known values are left out: masking "redis" would mangle every path and
+    message that contains the word, and such values are public anyway.
+    """
+    return set(v for v in values
+               if isinstance(v, str) and len(v) >= MIN_NO_LOG_LENGTH and v.lower() not in WELL_KNOWN_DEFAULTS)

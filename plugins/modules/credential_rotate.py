@@ -254,6 +254,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
@@ -265,6 +266,10 @@ try:
     HAS_DOCKER = True
 except ImportError:
     HAS_DOCKER = False
+
+# The credentials whose live state this module changes (declared in _credentials).
+PG = _rotation.PG_KEY          # ALTER ROLE with a SCRAM verifier
+REDIS = _rotation.REDIS_KEY    # ACL SETUSER, two passwords during the roll-over
 
 
 class DockerExecutor:
@@ -311,9 +316,7 @@ class Rotation:
         self.keys = _rotation.validate_selection(params['secrets'])
 
     def protect(self, *values):
-        for value in values:
-            if value and len(value) >= 8 and value.lower() not in _secrets.WELL_KNOWN_DEFAULTS:
-                self.module.no_log_values.add(value)
+        self.module.no_log_values.update(_secrets.no_log_values(values))
 
     def read_env(self, path=None):
         data, info = _envfile.read(path or self.path)
@@ -321,7 +324,7 @@ class Rotation:
             raise _rotation.RotationError('%s does not exist. Deploy the stack (operator_stack) first.'
                                           % (path or self.path), 'preflight')
         envfile = _envfile.EnvFile.from_bytes(data, 'env file %s' % (path or self.path))
-        values = dict((k, envfile.value(k)) for k in _rotation.SUPPORTED_SECRETS)
+        values = dict((k, envfile.value(k)) for k in _credentials.KEYS)
         self.protect(*values.values())
         return data, info, envfile, values
 
@@ -419,22 +422,22 @@ class Rotation:
             new = in_file  # the pending file is gone, but .env.operator already holds the new values
         facts = {'env': _rotation.fingerprints(in_file),
                  'backup': _rotation.fingerprints(old) if old else None, 'postgres': None, 'redis': None}
-        if 'POSTGRES_PASSWORD' in keys:
+        if PG in keys:
             try:
                 verifier = self.live.pg_verifier()
             except _rotation.RotationError:
                 verifier = None
             for side, values in (('new', new), ('old', old)):
-                if verifier and values and _rotation.scram_verifier_matches(values['POSTGRES_PASSWORD'], verifier):
+                if verifier and values and _rotation.scram_verifier_matches(values[PG], verifier):
                     facts['postgres'] = side
             if verifier and facts['postgres'] is None:
                 facts['postgres'] = 'other'
-        if 'REDIS_PASSWORD' in keys:
-            candidates = [current.get('REDIS_PASSWORD')] + [v['REDIS_PASSWORD'] for v in (new, old) if v]
+        if REDIS in keys:
+            candidates = [current.get(REDIS)] + [v[REDIS] for v in (new, old) if v]
             auth = _rotation.first_usable(candidates, self.live.redis_login_ok)
             if auth:
                 hashes = self.live.redis_hashes(auth)
-                facts['redis'] = dict((side, bool(values) and _rotation.redis_password_hash(values['REDIS_PASSWORD'])
+                facts['redis'] = dict((side, bool(values) and _rotation.redis_password_hash(values[REDIS])
                                        in hashes) for side, values in (('new', new), ('old', old)))
         decision, reason = _rotation_journal.decide(doc, facts)
         result.update(decision=decision, reason=reason, facts=facts,
@@ -461,21 +464,21 @@ class Rotation:
                                           '(operator_stack) first.' % (self.path, ', '.join(missing)), 'preflight')
         self.live.pg_user, self.live.pg_db = self.pg_names(envfile)
         # Preflight: the file must match the live credentials, or the rotation would lock the stack out.
-        if 'POSTGRES_PASSWORD' in self.keys and not _rotation.scram_verifier_matches(
-                old['POSTGRES_PASSWORD'], self.live.pg_verifier()):
+        if PG in self.keys and not _rotation.scram_verifier_matches(
+                old[PG], self.live.pg_verifier()):
             raise _rotation.RotationError(
-                'POSTGRES_PASSWORD in %s is not the live password of role %s (was the stack rotated the guide\'s way?). '
+                '%s in %s is not the live password of role %s (was the stack rotated the guide\'s way?). '
                 'Repair it first (phase=sync, or the secret_rotation role with secret_rotation_action=repair). '
-                'Nothing was changed.' % (self.path, self.live.pg_user), 'preflight')
-        if 'REDIS_PASSWORD' in self.keys:
-            self.live.redis_hashes(old['REDIS_PASSWORD'])
+                'Nothing was changed.' % (PG, self.path, self.live.pg_user), 'preflight')
+        if REDIS in self.keys:
+            self.live.redis_hashes(old[REDIS])
         before = _rotation.fingerprints(dict((k, old[k]) for k in self.keys))
         result['fingerprints'] = dict(before=before)
         if self.check_mode:
             result['changed'] = True
             return result
         # Fresh values on every start: a retry never reuses values of a failed attempt.
-        new = dict((k, _secrets.generate_secret(self.p['secret_length'])) for k in self.keys)
+        new = dict((k, _credentials.generate(k, self.p['secret_length'])) for k in self.keys)
         self.protect(*new.values())
         result['backup_file'] = _envfile.backup(self.path, data, now=self.now)
         result['removed_backups'] = _envfile.prune_backups(self.path, self.p['backup_keep'])
@@ -524,11 +527,11 @@ class Rotation:
         if self.check_mode:
             return
         self.write_journal(_rotation_journal.advance(doc, record, now=self.now))      # intent first
-        if step == 'redis_add' and 'REDIS_PASSWORD' in keys:
-            new_hash = _rotation.redis_password_hash(new['REDIS_PASSWORD'])
+        if step == 'redis_add' and REDIS in keys:
+            new_hash = _rotation.redis_password_hash(new[REDIS])
             old = self.previous(rotation) or {}
-            auth = _rotation.first_usable([current.get('REDIS_PASSWORD'), old.get('REDIS_PASSWORD'),
-                                           new['REDIS_PASSWORD']], self.live.redis_login_ok)
+            auth = _rotation.first_usable([current.get(REDIS), old.get(REDIS),
+                                           new[REDIS]], self.live.redis_login_ok)
             if auth is None:
                 raise _rotation.RotationError('Redis: no known password is accepted (or Redis is down).', 'redis')
             if new_hash not in self.live.redis_hashes(auth):
@@ -540,9 +543,9 @@ class Rotation:
             if rendered != data:
                 _envfile.atomic_write(self.path, rendered, mode=info.st_mode & 0o7777, uid=info.st_uid,
                                       gid=info.st_gid)
-        elif step == 'pg_alter' and 'POSTGRES_PASSWORD' in keys:
-            if not _rotation.scram_verifier_matches(new['POSTGRES_PASSWORD'], self.live.pg_verifier()):
-                self.live.pg_set_password(new['POSTGRES_PASSWORD'])
+        elif step == 'pg_alter' and PG in keys:
+            if not _rotation.scram_verifier_matches(new[PG], self.live.pg_verifier()):
+                self.live.pg_set_password(new[PG])
         doc, rotation = self.unfinished()
         self.write_journal(_rotation_journal.advance(doc, record, now=self.now, done=record))
 
@@ -594,26 +597,37 @@ class Rotation:
         if _rotation_journal.unfinished(doc) is not None:
             self.write_journal(_rotation_journal.advance(doc, step, now=self.now, done=step if done else None))
 
+    def accepts(self, probe, value):
+        """Whether the stack accepts ``value`` on ``probe`` (a probe of _credentials): True, False (refused),
+        or None (neither: the registry answered the internal key with something else than 200 or 401)."""
+        if probe == _credentials.POSTGRES:
+            return self.live.pg_login_ok(value)
+        if probe == _credentials.REDIS:
+            return self.live.redis_login_ok(value)
+        if probe == _credentials.INTERNAL_KEY_PROBE:
+            return {200: True, 401: False}.get(self.live.internal_key_status(value))
+        raise _rotation.RotationError('Internal error: no probe %s.' % probe, 'verify')
+
     def verify(self):
+        """New values accepted, old ones refused (checks ``<probe>_new_accepted``, ``<probe>_old_refused``);
+        the Redis roll-over ends here, last: its old password is dropped once the new one is accepted."""
         result = self.plan()
         old = self.old_values()
         dummy, dummy2, envfile, new = self.read_env()
         self.live.pg_user, self.live.pg_db = self.pg_names(envfile)
         checks = {}
-        if 'POSTGRES_PASSWORD' in self.keys:
-            checks['postgres_new_accepted'] = self.live.pg_login_ok(new['POSTGRES_PASSWORD'])
-            checks['postgres_old_refused'] = not self.live.pg_login_ok(old['POSTGRES_PASSWORD'])
-        if 'INTERNAL_API_KEY' in self.keys:
-            checks['internal_key_new_accepted'] = self.live.internal_key_status(new['INTERNAL_API_KEY']) == 200
-            checks['internal_key_old_refused'] = self.live.internal_key_status(old['INTERNAL_API_KEY']) == 401
-        if 'REDIS_PASSWORD' in self.keys:
-            checks['redis_new_accepted'] = self.live.redis_login_ok(new['REDIS_PASSWORD'])
-            if self.p['drop_old_redis_password'] and checks['redis_new_accepted']:
-                old_hash = _rotation.redis_password_hash(old['REDIS_PASSWORD'])
-                if not self.check_mode and old_hash in self.live.redis_hashes(new['REDIS_PASSWORD']):
-                    self.live.redis_change(new['REDIS_PASSWORD'], remove=[old_hash])
+        rollover = _credentials.REDIS_ACL_ROLLOVER
+        for key in sorted(self.keys, key=lambda k: _credentials.get(k).apply == rollover):
+            probe = _credentials.get(key).probe
+            checks[probe + '_new_accepted'] = self.accepts(probe, new[key]) is True
+            if _credentials.get(key).apply != rollover:
+                checks[probe + '_old_refused'] = self.accepts(probe, old[key]) is False
+            elif self.p['drop_old_redis_password'] and checks[probe + '_new_accepted']:
+                old_hash = _rotation.redis_password_hash(old[key])
+                if not self.check_mode and old_hash in self.live.redis_hashes(new[key]):
+                    self.live.redis_change(new[key], remove=[old_hash])
                     result['changed'] = True
-                checks['redis_old_refused'] = self.check_mode or not self.live.redis_login_ok(old['REDIS_PASSWORD'])
+                checks[probe + '_old_refused'] = self.check_mode or self.accepts(probe, old[key]) is False
         result['checks'] = checks
         failed = sorted(k for k, ok in checks.items() if not ok)
         if failed:
@@ -633,7 +647,7 @@ class Rotation:
             problems.append(str(exc))
         redis_auth = _rotation.first_usable(auth_candidates, self.live.redis_login_ok)
         state['redis_hashes'] = self.live.redis_hashes(redis_auth) if redis_auth else None
-        if redis_auth is None and target.get('REDIS_PASSWORD'):
+        if redis_auth is None and target.get(REDIS):
             problems.append('Redis: no known password (file or backups) is accepted, or Redis is down.')
         plan = _rotation.plan_rollback(target, {}, state)
         if self.check_mode:
@@ -641,7 +655,7 @@ class Rotation:
                                     ('redis', plan['redis_add'] or plan['redis_remove'])) if v], problems)
         if plan['postgres'] and state['postgres_verifier'] is not None:
             try:
-                self.live.pg_set_password(target['POSTGRES_PASSWORD'])
+                self.live.pg_set_password(target[PG])
                 restored.append('postgres')
             except _rotation.RotationError as exc:
                 problems.append(str(exc))
@@ -651,7 +665,7 @@ class Rotation:
                 if plan['redis_add']:
                     self.live.redis_change(redis_auth, add=plan['redis_add'])
                 if plan['redis_remove']:
-                    self.live.redis_change(target['REDIS_PASSWORD'], remove=plan['redis_remove'])
+                    self.live.redis_change(target[REDIS], remove=plan['redis_remove'])
                 restored.append('redis')
             except _rotation.RotationError as exc:
                 problems.append(str(exc))
@@ -663,7 +677,7 @@ class Rotation:
         self.journal_step('rolled_back_live')
         data, info, envfile, current = self.read_env()
         differ = [k for k in _rotation.SUPPORTED_SECRETS if old.get(k) != current.get(k)]
-        restored, problems = self.restore_live(old, [current.get('REDIS_PASSWORD'), old.get('REDIS_PASSWORD')],
+        restored, problems = self.restore_live(old, [current.get(REDIS), old.get(REDIS)],
                                                envfile)
         if data != old_data:
             if not self.check_mode:
@@ -682,20 +696,20 @@ class Rotation:
     def sync(self):
         result = self.plan()
         dummy, dummy2, envfile, current = self.read_env()
-        candidates = [current.get('REDIS_PASSWORD')]
+        candidates = [current.get(REDIS)]
         for name in _envfile.list_backups(self.path):
             try:
-                candidates.append(self.read_env(name)[3].get('REDIS_PASSWORD'))
+                candidates.append(self.read_env(name)[3].get(REDIS))
             except (_rotation.RotationError, _envfile.EnvFileError):
                 continue
         rotation = _rotation_journal.unfinished(self.journal())
         if rotation is not None:
             candidates.append((self.read_values(_rotation_journal.pending_path(self.path), rotation['keys']) or {})
-                              .get('REDIS_PASSWORD'))
+                              .get(REDIS))
         restored, problems = self.restore_live(current, candidates, envfile)
         # Every service that reads a key whose live credential changed is recreated by the caller, so that
         # none keeps a connection pool or a copy made from another value.
-        changed_keys = [k for k, spec in _rotation.SECRET_SPECS.items() if spec['kind'] in restored]
+        changed_keys = [k for k in _credentials.KEYS if _credentials.get(k).kind in restored]
         result.update(restored=restored, changed=bool(restored), changed_keys=changed_keys,
                       recreate_services=_rotation.plan_services(self.config, changed_keys)['recreate']
                       if changed_keys else [])

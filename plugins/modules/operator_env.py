@@ -364,14 +364,9 @@ def main():
 
 
 def _protect(module, values):
-    """Let Ansible mask the secret values should one ever reach the output (defence in depth).
-
-    Short well-known values are left out: masking "redis" would mangle every path and
-    message that contains the word, and such values are public anyway.
-    """
-    for value in values:
-        if len(value) >= 8 and value.lower() not in _secrets.WELL_KNOWN_DEFAULTS:
-            module.no_log_values.add(value)
+    """Let Ansible mask the secret values should one ever reach the output (defence in depth;
+    which values: ``_secrets.no_log_values``)."""
+    module.no_log_values.update(_secrets.no_log_values(values))
 
 
 if __name__ == '__main__':
