@@ -455,17 +455,7 @@ def describe_certificate(cert, now=None):
 
 # --------------------------------------------------------------------------- the SVID verdict
 
-# When the SVID files on the certs volume are stale: cert-writer rewrites them every interval
-# (the guide's 300 s), so a set older than STALE_AFTER_INTERVALS intervals means at least one
-# whole cycle was missed. Two intervals and no extra slack, because
-# - it is cert-writer's own rule: its Docker healthcheck (`cert-writer -check`) reports unhealthy
-#   once the current set is 2x the interval old, so the checklist, the incident response and the
-#   container's health agree on what stale is;
-# - one missed cycle is tolerated: a fetch failure retries after at most 5 s and the next cycle
-#   writes again, well inside the second interval;
-# - the guide's recovery (restart spire-agent, wait 60 s, restart cert-writer) needs no slack here:
-#   cert-writer writes a fresh set as soon as it starts, and the recovery waits for that write.
-# The same rule applies to the last successful fetch in the cert-writer log.
+# The one staleness rule (see is_stale): a write of cert-writer is stale after this many fetch intervals.
 STALE_AFTER_INTERVALS = 2
 SVID_LABELS = ('SVID file', 'SVID key file', 'trust bundle file')
 
@@ -484,8 +474,21 @@ def stale_after(interval):
 
 
 def is_stale(age, interval):
-    """True when a write ``age`` seconds old is older than :data:`STALE_AFTER_INTERVALS` fetch
-    ``interval`` s, or its age is unknown (None)."""
+    """True when a write of cert-writer (the set of SVID files, or the last fetch it logged) ``age``
+    seconds old is older than :data:`STALE_AFTER_INTERVALS` fetch ``interval`` s, or its age is unknown.
+
+    cert-writer writes a fresh set every interval (the guide's 300 s). Two intervals, no slack:
+
+    - it is cert-writer's own rule: its Docker healthcheck (``cert-writer -check``) reports unhealthy
+      once the current set is 2x the interval old, so the checklist, the incident response and the
+      container's health agree on what stale is;
+    - one missed cycle passes: a failed fetch is retried before the next one (after 5 s in the lab's
+      cert-writer), and any success inside the second interval keeps the set fresh;
+    - the guide's recovery (restart spire-agent, wait 60 s, restart cert-writer) needs no slack:
+      cert-writer writes a set as soon as it starts, and the recovery waits for that write. The
+      extra minute the incident response used to add let a stale SVID pass for 60 s more (with the
+      lab's 15 s interval, 90 s instead of 30 s) and disagreed with the checklist on the same stack.
+    """
     return age is None or age > stale_after(interval)
 
 

@@ -516,6 +516,24 @@ def test_describe_certificate_ca_and_multi(pki):
     assert x.describe_certificate(two)['spiffe_id'] is None
 
 
+# ----------------------------------------------------------------------------- moved from test_checklist
+# (the checklist's certificate helpers, _checklist_x509, are _x509's own functions now)
+
+def test_checklist_chain_helpers_on_the_cryptography38_api(pki, monkeypatch):
+    monkeypatch.setattr(x, 'MODERN_API', False)
+    bundle = [pki.root]
+    assert x.verify_chain(pki.leaf, [pki.intermediate], bundle, now=pki.now)[-1] == pki.root
+    with pytest.raises(x.X509Error):
+        x.verify_chain(pki.other_leaf, [], bundle, now=pki.now)
+    with pytest.raises(x.X509Error):
+        x.verify_chain(pki.expired_leaf, [pki.intermediate], bundle, now=pki.now)
+    chain = x.load_pem_chain(pki.cert_pem(pki.leaf, pki.intermediate))
+    assert [c.serial_number for c in chain] == [pki.leaf.serial_number, pki.intermediate.serial_number]
+    with pytest.raises(x.X509Error) as info:
+        x.load_pem_key(b'-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n')
+    assert 'not a key' not in str(info.value)
+
+
 # ----------------------------------------------------------------------------- the SVID verdict
 
 def _written(pki, seconds):
@@ -639,6 +657,31 @@ def test_served_verdict(pki):
     assert garbage['error'].startswith('The served certificate cannot be parsed') and garbage['matches_svid'] is False
     junk = x.served_verdict(x.der(pki.leaf), b'junk', label='SVID file svid.pem')
     assert 'The SVID file svid.pem contains no PEM certificate' in junk['svid_error'] and junk['matches_svid'] is None
+
+
+# ----------------------------------------------------------------------------- every consumer, one rule
+
+def test_checklist_and_incident_judge_staleness_and_the_served_certificate_alike(pki):
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
+    running = dict(exists=True, running=True, status='running')
+    fetch = ('2026-06-04T11:59:59.000000000Z 2026-06-04T11:59:59Z cert-writer: fetched SVID '
+             'spiffe_id=spiffe://example.com/service/registry-acme serial=ab not_after=2026-06-04T13:00:00Z '
+             'bundle_cas=1 dir=/certs\n')
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _logs
+    for age in (29, 30, 31, 89, 91):
+        written = _written(pki, age)
+        files_stale = any('files on the volume were written' in e for e in cl.check_cert_writer_running(
+            running, _logs.split_docker_log(fetch), written, 15, pki.now)['evidence'])
+        incident = inc.svid_state(pki.cert_pem(pki.leaf), pki.registry_id, written, 15, pki.now)
+        verdict = x.svid_verdict(pki.cert_pem(pki.leaf), written_at=written, interval=15, now=pki.now)
+        assert files_stale is incident['stale'] is verdict['stale'] is (age > 30), age
+    svid_pem = pki.cert_pem(pki.leaf, pki.intermediate)
+    svid = inc.svid_state(svid_pem, pki.registry_id, pki.now, 15, pki.now)
+    for served, matches in ((pki.leaf, True), (pki.expired_leaf, False)):
+        assert inc.served_state(x.der(served), svid)['matches_svid'] is matches
+        assert (cl.check_served_svid_current(x.der(served), None, svid_pem, pki.now)['status'] == 'pass') is matches
+        assert x.served_verdict(x.der(served), svid_pem)['matches_svid'] is matches
 
 
 def test_import_without_cryptography():
