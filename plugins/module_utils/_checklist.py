@@ -14,17 +14,17 @@ No Ansible imports, no I/O.
 from __future__ import annotations
 
 import datetime
-import re
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
-from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
 from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
-from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import DOCKER_TS_RE, parse_timestamp
+from ansible_collections.theprotocol.operator.plugins.module_utils import _logs
+from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
+from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import parse_timestamp
+from ansible_collections.theprotocol.operator.plugins.module_utils._stack import SERVICES
 
 PASS, WARN, FAIL, SKIP = 'pass', 'warn', 'fail', 'skip'
 STATUSES = (PASS, WARN, FAIL, SKIP)
 SEVERITY = {FAIL: 0, WARN: 1, SKIP: 2, PASS: 3}
-SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
 # From the credential registry: every credential, the ones checked by logging in to their server, and that server.
 SECRET_KEYS = _credentials.KEYS
 DB_SECRET_KEYS = _credentials.LOGIN_KEYS
@@ -134,13 +134,6 @@ CHECKS = {
 }
 CHECK_IDS = tuple(CHECKS)
 
-_CW_FETCHED_RE = re.compile(r'cert-writer: fetched SVID spiffe_id=(\S+) serial=([0-9a-f]+) not_after=(\S+)')
-_CW_FAILED_RE = re.compile(r'cert-writer: fetch failed: (.*)$')
-_NO_IDENTITY_RE = re.compile(r'no identity issued|PermissionDenied|permission denied', re.I)
-_ES_WRITE_RE = re.compile(r'eventstore write event=(\S+) status=(\d{3}|error)(?: (\S+))?(?: reason=(\S+))?')
-_AUTH_FAIL_RE = re.compile(r'\b(401|403)\b|unauthori[sz]ed', re.I)
-_BANNED_RE = re.compile(r'Agent is banned', re.I)
-
 
 class ChecklistError(Exception):
     """Invalid input to the checklist; the message never holds a secret value."""
@@ -223,63 +216,6 @@ def scrub(value, secrets):
 
 # --------------------------------------------------------------------------- logs
 
-def split_docker_log(text):
-    """``[(time or None, line)]`` from ``docker logs --timestamps`` output."""
-    out = []
-    for raw in (text or '').splitlines():
-        if not raw.strip():
-            continue
-        match = DOCKER_TS_RE.match(raw)
-        if match:
-            out.append((parse_timestamp(raw.split(' ', 1)[0]), match.group(4)))
-        else:
-            out.append((None, raw))
-    return out
-
-
-def cert_writer_events(lines):
-    """cert-writer log lines -> ``[dict(time, kind='fetched'|'failed', ...)]``, oldest first."""
-    events = []
-    for stamp, line in lines:
-        fetched = _CW_FETCHED_RE.search(line)
-        if fetched:
-            events.append(dict(time=stamp, kind='fetched', spiffe_id=fetched.group(1), serial=fetched.group(2),
-                               not_after=fetched.group(3)))
-            continue
-        failed = _CW_FAILED_RE.search(line)
-        if failed:
-            events.append(dict(time=stamp, kind='failed', reason=failed.group(1)[:300],
-                               no_identity=bool(_NO_IDENTITY_RE.search(failed.group(1)))))
-    return events
-
-
-def eventstore_writes(lines, since=None):
-    """Registry log lines -> dict(ok, auth_failures, other_failures, last_ok, last_auth_failure, samples)."""
-    out = dict(ok=0, auth_failures=0, other_failures=0, last_ok=None, last_auth_failure=None, samples=[])
-    for stamp, line in lines:
-        if since is not None and stamp is not None and stamp < since:
-            continue
-        match = _ES_WRITE_RE.search(line)
-        if match:
-            status = match.group(2)
-            if status.isdigit() and 200 <= int(status) < 300:
-                out['ok'] += 1
-                out['last_ok'] = stamp
-            elif status in ('401', '403'):
-                out['auth_failures'] += 1
-                out['last_auth_failure'] = stamp
-                if len(out['samples']) < 3:
-                    out['samples'].append(match.group(0))
-            else:
-                out['other_failures'] += 1
-                if len(out['samples']) < 3:
-                    out['samples'].append(match.group(0))
-        elif _AUTH_FAIL_RE.search(line) and 'eventstore' in line.lower():
-            out['auth_failures'] += 1
-            out['last_auth_failure'] = stamp
-    return out
-
-
 def _iso(stamp):
     return stamp.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ') if stamp else None
 
@@ -322,42 +258,40 @@ def check_spire_agent_healthy(container, healthcheck, agent_svid_pem, bundle_pem
     # and a ban that the frame lifted (agent evicted, restarted, attested again) must not fail the check.
     started = parse_timestamp(container.get('started_at'))
     banned = [line for stamp, line in agent_log_lines
-              if _BANNED_RE.search(line) and (started is None or stamp is None or stamp >= started)]
+              if _logs.is_banned(line) and (started is None or stamp is None or stamp >= started)]
     if banned:
         failures.append('the agent log says it is banned ("Agent is banned"): the parent frame banned this agent')
     agent_id = None
     if not agent_svid_pem:
         failures.append('the agent holds no SVID of its own (none in its data directory): it is not attested')
     else:
-        try:
-            chain = cx.load_chain(agent_svid_pem, 'agent SVID')
-            leaf = chain[0]
-            agent_id, agent_td, agent_path = cx.x509u.svid_spiffe_id(leaf)
-            if agent_td != trust_domain or not agent_path.startswith('/spire/agent/'):
+        # A missing bundle is a chain error (the bundle "contains no PEM certificate"), not a skipped check.
+        agent = x509u.svid_verdict(agent_svid_pem, bundle_pem=bundle_pem or b'', now=now,
+                                   labels=('agent SVID', 'agent key', 'trust bundle'))
+        if agent['error'] or agent['spiffe_id_error']:
+            failures.append('the agent SVID cannot be read: %s' % (agent['error'] or agent['spiffe_id_error']))
+        else:
+            agent_id = agent['spiffe_id']
+            if agent['trust_domain'] != trust_domain or not agent['spiffe_path'].startswith('/spire/agent/'):
                 failures.append('the agent SVID carries %s, not an agent ID of trust domain %s'
                                 % (agent_id, trust_domain))
-            remaining = cx.x509u.remaining_seconds(leaf, now)
-            if remaining <= 0:
-                failures.append('the agent SVID %s expired at %s' % (agent_id, cx.x509u.isoformat(
-                    cx.x509u.not_valid_after(leaf))))
+            if agent['remaining_seconds'] <= 0:
+                failures.append('the agent SVID %s expired at %s' % (agent_id, agent['not_after']))
+            elif agent['chain_error']:
+                failures.append('the agent SVID does not chain to the trust bundle: %s' % agent['chain_error'])
             else:
-                error = cx.chain_error(leaf, chain[1:], bundle_pem, now)
-                if error:
-                    failures.append('the agent SVID does not chain to the trust bundle: %s' % error)
-                else:
-                    evidence.append('agent SVID %s valid for %d s more, chains to the bundle' % (agent_id, remaining))
-        except cx.x509u.X509Error as exc:
-            failures.append('the agent SVID cannot be read: %s' % exc)
+                evidence.append('agent SVID %s valid for %d s more, chains to the bundle'
+                                % (agent_id, agent['remaining_seconds']))
     if agent_id and x509pop_cert_pem:
         try:
-            attestation = cx.load_chain(x509pop_cert_pem, 'x509pop certificate')[0]
-            expected = cx.x509u.x509pop_agent_spiffe_id(trust_domain, attestation)
+            attestation = x509u.load_pem_chain(x509pop_cert_pem, 'x509pop certificate')[0]
+            expected = x509u.x509pop_agent_spiffe_id(trust_domain, attestation)
             if expected != agent_id:
                 evidence.append('note: the agent attested with another x509pop certificate than spire/x509pop.crt '
                                 '(%s, the file gives %s); it uses the file at its next start' % (agent_id, expected))
-        except cx.x509u.X509Error:
+        except x509u.X509Error:
             pass
-    events = cert_writer_events(cert_writer_lines)
+    events = _logs.cert_writer_events(cert_writer_lines)
     if events and events[-1]['kind'] == 'failed' and events[-1]['no_identity']:
         failures.append('the agent issues no identity to the registry workload: the last cert-writer fetch at %s '
                         'failed with "%s" (spire-agent healthcheck still says healthy in that case)'
@@ -371,22 +305,23 @@ def check_spire_agent_healthy(container, healthcheck, agent_svid_pem, bundle_pem
 
 
 def check_cert_writer_running(container, cert_writer_lines, files_mtime, interval, now):
-    """Running, a successful fetch logged within 2x the interval, the files on the volume as fresh."""
+    """Running, a successful fetch logged and the files on the volume written within the staleness limit
+    (``_x509.is_stale``: 2x the interval)."""
     problem = _container_problem('cert-writer', container)
     if problem:
         return result('cert_writer_running', FAIL, problem.capitalize() + ': no SVID is fetched or written.')
-    limit = 2 * interval
-    events = cert_writer_events(cert_writer_lines)
+    times = '%dx' % x509u.STALE_AFTER_INTERVALS
+    events = _logs.cert_writer_events(cert_writer_lines)
     fetched = [e for e in events if e['kind'] == 'fetched']
     last = fetched[-1] if fetched else None
     evidence, failures = [], []
     if last is None or last['time'] is None:
         failures.append('no successful SVID fetch in the cert-writer log')
     else:
-        age = _age(now, last['time'])
-        if age > limit:
-            failures.append('last successful SVID fetch %d s ago (%s), more than 2x the %d s interval'
-                            % (age, _iso(last['time']), interval))
+        age = x509u.age_seconds(last['time'], now)
+        if x509u.is_stale(age, interval):
+            failures.append('last successful SVID fetch %d s ago (%s), more than %s the %d s interval'
+                            % (age, _iso(last['time']), times, interval))
         else:
             evidence.append('last SVID fetch %d s ago (serial %s, %s)' % (age, last['serial'], last['spiffe_id']))
     failed_after = [e for e in events if e['kind'] == 'failed' and (last is None or events.index(e) >
@@ -396,10 +331,10 @@ def check_cert_writer_running(container, cert_writer_lines, files_mtime, interva
     if files_mtime is None:
         failures.append('no SVID files on the certs volume')
     else:
-        file_age = _age(now, files_mtime)
-        if file_age > limit:
-            failures.append('the SVID files on the volume were written %d s ago, more than 2x the %d s interval'
-                            % (file_age, interval))
+        file_age = x509u.age_seconds(files_mtime, now)
+        if x509u.is_stale(file_age, interval):
+            failures.append('the SVID files on the volume were written %d s ago, more than %s the %d s interval'
+                            % (file_age, times, interval))
         else:
             evidence.append('SVID files written %d s ago' % file_age)
     if failures:
@@ -421,45 +356,38 @@ def check_nginx_federation_accepting(container, health, port):
 
 
 def check_svid_valid(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_remaining, now):
-    """The registry SVID on the volume: expected SPIFFE ID, chain to the bundle, key match, time left."""
+    """The registry SVID on the volume: expected SPIFFE ID, chain to the bundle, key match, time left
+    (``_x509.svid_verdict``)."""
     if not svid_pem or not bundle_pem:
         return result('svid_valid', FAIL, 'SVID or trust bundle missing on the certs volume (svid.pem, bundle.pem).')
-    try:
-        chain = cx.load_chain(svid_pem, 'SVID file svid.pem')
-        leaf = chain[0]
-        bundle = cx.load_chain(bundle_pem, 'trust bundle bundle.pem')
-    except cx.x509u.X509Error as exc:
-        return result('svid_valid', FAIL, str(exc))
+    svid = x509u.svid_verdict(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_remaining=min_remaining, now=now,
+                              labels=('SVID file svid.pem', 'SVID key file svid_key.pem', 'trust bundle bundle.pem'))
+    if svid['error'] or svid['bundle_error']:
+        return result('svid_valid', FAIL, svid['error'] or svid['bundle_error'])
     failures, evidence = [], []
-    spiffe_id = None
-    try:
-        spiffe_id, dummy, dummy2 = cx.x509u.svid_spiffe_id(leaf)
-    except cx.x509u.X509Error as exc:
-        failures.append(str(exc))
+    spiffe_id = svid['spiffe_id']
+    if svid['spiffe_id_error']:
+        failures.append(svid['spiffe_id_error'])
     if spiffe_id is not None and spiffe_id != expected_spiffe_id:
         failures.append('the SVID carries %s, not %s' % (spiffe_id, expected_spiffe_id))
     elif spiffe_id:
         evidence.append('SPIFFE ID %s' % spiffe_id)
-    error = cx.chain_error(leaf, chain[1:], bundle_pem, now)
-    if error:
-        failures.append('chain: %s' % error)
+    if svid['chain_error']:
+        failures.append('chain: %s' % svid['chain_error'])
     else:
-        evidence.append('chain verifies against the bundle (%d CA(s))' % len(bundle))
-    remaining = cx.x509u.remaining_seconds(leaf, now)
+        evidence.append('chain verifies against the bundle (%d CA(s))' % svid['bundle_ca_count'])
+    remaining = svid['remaining_seconds']
     if remaining <= 0:
-        failures.append('expired at %s' % cx.x509u.isoformat(cx.x509u.not_valid_after(leaf)))
+        failures.append('expired at %s' % svid['not_after'])
     elif remaining < min_remaining:
         failures.append('only %d s left, less than the %d s required' % (remaining, min_remaining))
     else:
-        evidence.append('%d s left (not after %s)' % (remaining, cx.x509u.isoformat(cx.x509u.not_valid_after(leaf))))
-    if key_pem is not None:
-        try:
-            key = cx.load_key(key_pem, 'SVID key file svid_key.pem')
-            if not cx.key_matches(key, leaf):
-                failures.append('svid_key.pem does not belong to svid.pem')
-        except cx.x509u.X509Error as exc:
-            failures.append(str(exc))
-    serial = format(leaf.serial_number, 'x')
+        evidence.append('%d s left (not after %s)' % (remaining, svid['not_after']))
+    if svid['key_error']:
+        failures.append(svid['key_error'])
+    elif svid['key_matches'] is False:
+        failures.append('svid_key.pem does not belong to svid.pem')
+    serial = svid['serial']
     if failures:
         return result('svid_valid', FAIL, failures + evidence, spiffe_id=spiffe_id, serial=serial,
                       remaining_seconds=remaining)
@@ -467,26 +395,23 @@ def check_svid_valid(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_rema
 
 
 def check_served_svid_current(served_der, served_error, svid_pem, now=None):
-    """The leaf nginx-federation serves equals the leaf on the volume."""
+    """The leaf nginx-federation serves is the leaf on the volume (``_x509.served_verdict``: same SHA-256)."""
     if served_der is None:
         return result('served_svid_current', FAIL, 'could not get the served certificate: %s'
                       % (served_error or 'no answer'))
     if not svid_pem:
         return result('served_svid_current', FAIL, 'no svid.pem on the volume to compare with')
-    try:
-        volume_leaf = cx.load_chain(svid_pem, 'SVID file svid.pem')[0]
-        served = cx.load_der(served_der)
-    except cx.x509u.X509Error as exc:
-        return result('served_svid_current', FAIL, str(exc))
-    served_serial, volume_serial = format(served.serial_number, 'x'), format(volume_leaf.serial_number, 'x')
-    if cx.der(volume_leaf) == served_der:
+    served = x509u.served_verdict(served_der, svid_pem, now=now, label='SVID file svid.pem')
+    if served['svid_error'] or served['error']:
+        return result('served_svid_current', FAIL, served['svid_error'] or served['error'])
+    served_serial, volume_serial = served['serial'], served['svid_serial']
+    if served['matches_svid']:
         return result('served_svid_current', PASS, 'nginx serves the volume SVID (serial %s)' % served_serial,
                       served_serial=served_serial)
     evidence = ['nginx serves serial %s (not after %s) but the volume holds serial %s (not after %s): nginx was not '
-                'reloaded after the rotation' % (served_serial, cx.x509u.isoformat(cx.x509u.not_valid_after(served)),
-                                                 volume_serial,
-                                                 cx.x509u.isoformat(cx.x509u.not_valid_after(volume_leaf)))]
-    if now is not None and cx.x509u.is_expired(served, now):
+                'reloaded after the rotation' % (served_serial, served['not_after'], volume_serial,
+                                                 served['svid_not_after'])]
+    if now is not None and served['expired']:
         evidence.append('the served certificate has expired')
     return result('served_svid_current', FAIL, evidence, served_serial=served_serial, volume_serial=volume_serial)
 
@@ -497,7 +422,7 @@ def check_eventstore_writes_ok(container, lines, window, now):
     if problem:
         return result('eventstore_writes_ok', FAIL, problem.capitalize() + '.')
     since = now - datetime.timedelta(seconds=window)
-    stats = eventstore_writes(lines, since)
+    stats = _logs.eventstore_writes(lines, since)
     summary = '%d successful, %d refused (401/403), %d failed EventStore writes in the last %d s' % (
         stats['ok'], stats['auth_failures'], stats['other_failures'], window)
     if stats['auth_failures']:
@@ -751,16 +676,16 @@ def check_x509pop_cert_expiry(cert_pem, warn_days, now):
     if not cert_pem:
         return result('x509pop_cert_expiry', FAIL, 'spire/x509pop.crt is missing from the stack directory')
     try:
-        cert = cx.load_chain(cert_pem, 'x509pop certificate spire/x509pop.crt')[0]
-    except cx.x509u.X509Error as exc:
+        cert = x509u.load_pem_chain(cert_pem, 'x509pop certificate spire/x509pop.crt')[0]
+    except x509u.X509Error as exc:
         return result('x509pop_cert_expiry', FAIL, str(exc))
-    not_after = cx.x509u.isoformat(cx.x509u.not_valid_after(cert))
-    remaining = cx.x509u.remaining_seconds(cert, now)
+    not_after = x509u.isoformat(x509u.not_valid_after(cert))
+    remaining = x509u.remaining_seconds(cert, now)
     days = remaining / 86400.0
     subject = cert.subject.rfc4514_string()
-    if cx.x509u.is_not_yet_valid(cert, now):
+    if x509u.is_not_yet_valid(cert, now):
         return result('x509pop_cert_expiry', FAIL, 'x509pop certificate %s is not valid before %s' % (
-            subject, cx.x509u.isoformat(cx.x509u.not_valid_before(cert))), remaining_days=round(days, 1))
+            subject, x509u.isoformat(x509u.not_valid_before(cert))), remaining_days=round(days, 1))
     if remaining <= 0:
         return result('x509pop_cert_expiry', FAIL, 'x509pop certificate %s expired at %s: the agent cannot attest'
                       % (subject, not_after), remaining_days=round(days, 1))

@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 """Docker's timestamps (private to this collection): ``docker logs --timestamps`` prefixes and the
-``StartedAt``/``FinishedAt`` of ``docker inspect``, RFC 3339 with up to nanoseconds. No I/O."""
+``StartedAt``/``FinishedAt`` of ``docker inspect``, RFC 3339 with up to nanoseconds, and how evidence
+shows them (milliseconds). No I/O."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def parse_timestamp(text):
     sign = 1 if zone[0] == '+' else -1
     offset = datetime.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
     return (value - sign * offset).replace(tzinfo=datetime.timezone.utc)
+
+
+def isoformat_ms(value):
+    """ISO-8601 UTC with a 'Z' suffix and millisecond precision (a naive datetime is taken as UTC); None stays None."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    value = value.astimezone(datetime.timezone.utc)
+    return value.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (value.microsecond // 1000)

@@ -27,26 +27,13 @@ from __future__ import annotations
 
 import datetime
 import re
-import traceback
 
+from ansible_collections.theprotocol.operator.plugins.module_utils import _logs
 from ansible_collections.theprotocol.operator.plugins.module_utils import _redact
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
-from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import DOCKER_TS_RE, parse_timestamp
-
-CRYPTOGRAPHY_IMP_ERR = None
-try:
-    from cryptography import x509
-except ImportError:
-    CRYPTOGRAPHY_IMP_ERR = traceback.format_exc()
-    HAS_ANY_CRYPTOGRAPHY = False
-else:
-    HAS_ANY_CRYPTOGRAPHY = True
-CRYPTOGRAPHY_MISSING_MSG = ('The Python library cryptography is required on the registry host to read the SVID and '
-                            'x509pop certificates (Debian: python3-cryptography).')
+from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import isoformat_ms as isoformat, parse_timestamp
 
 REDACTED = _redact.REDACTED
-
-SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
 
 # The one masking rule (_secrets, through _redact): every env value whose key is not in
 # PUBLIC_ENV_KEYS is a secret; one shorter than MIN_SUBSTITUTION_LENGTH is not replaced inside text.
@@ -60,11 +47,9 @@ GUIDE_ESCALATION = ('Operator guide, Security Incident Response, Step 3: escalat
                     'frame (security@example.com) with the container logs, your operator name, your registry DID '
                     'and the timestamp of the issue.')
 
-_AUTH_FAILURE_RE = re.compile(r'401|403|unauthori[sz]ed', re.I)
-
 # What the SPIRE agent (v1.13) logs; the latest matching line of its log decides.
 AGENT_SIGNALS = (
-    ('banned', re.compile(r'agent is banned|banned agent|has been banned', re.I)),
+    ('banned', _logs.BANNED_RE),
     ('x509pop_expired', re.compile(r'certificate has expired|certificate is expired|expired or is not yet valid', re.I)),
     ('unreachable', re.compile(
         r'connection refused|no route to host|i/o timeout|network is unreachable|no such host|'
@@ -76,9 +61,6 @@ AGENT_SIGNALS = (
                       r'Renewing X509-SVID|Creating X509-SVID|Successfully rotated agent SVID|X509-SVID (?:was )?renewed',
                       re.I)),
 )
-_CW_FETCHED_RE = re.compile(r'fetched SVID spiffe_id=(\S+) serial=([0-9a-fA-F]+) not_after=(\S+)')
-_CW_FAILED_RE = re.compile(r'fetch failed: (.*)$')
-_NO_IDENTITY_RE = re.compile(r'no identity issued|PermissionDenied|permission denied', re.I)
 
 
 class IncidentError(Exception):
@@ -89,14 +71,6 @@ class IncidentError(Exception):
 
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
-
-
-def isoformat(value):
-    """ISO-8601 UTC with a 'Z' suffix and millisecond precision; None stays None."""
-    if value is None:
-        return None
-    value = x509u.as_utc(value)
-    return value.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (value.microsecond // 1000)
 
 
 # --------------------------------------------------------------------------- redaction
@@ -119,27 +93,14 @@ Redactor = _redact.Redactor
 # --------------------------------------------------------------------------- logs
 
 def split_log(raw, redactor=None):
-    """Docker log output with timestamps (``docker logs -t``) as ``[{'ts', 'line'}]``, redacted."""
-    if isinstance(raw, bytes):
-        raw = raw.decode('utf-8', errors='replace')
-    redactor = redactor or Redactor()
-    out = []
-    for text in (raw or '').splitlines():
-        if not text.strip():
-            continue
-        match = DOCKER_TS_RE.match(text)
-        if match:
-            stamp = parse_timestamp(text.split(' ', 1)[0])
-            line = match.group(4)
-        else:
-            stamp, line = None, text
-        out.append({'ts': isoformat(stamp), 'line': redactor.text(line.rstrip('\r'))})
-    return out
+    """Docker log output with timestamps (``docker logs -t``) as ``[{'ts', 'line'}]`` (``_logs.split_log``),
+    redacted by ``redactor`` (by default a :class:`Redactor` without env values)."""
+    return _logs.split_log(raw, redactor or Redactor())
 
 
 def auth_failures(lines, limit=20):
-    """The guide's ``grep -i "401\\|403\\|unauthorized" | tail -20`` on split log lines."""
-    return [entry for entry in lines if _AUTH_FAILURE_RE.search(entry['line'])][-limit:] if limit > 0 else []
+    """The guide's ``grep -i "401\\|403\\|unauthorized" | tail -20`` on split log lines (``_logs.is_auth_failure``)."""
+    return [entry for entry in lines if _logs.is_auth_failure(entry['line'])][-limit:] if limit > 0 else []
 
 
 def agent_signal(lines):
@@ -152,22 +113,20 @@ def agent_signal(lines):
 
 
 def cert_writer_state(lines):
-    """Last successful fetch and whether the fetches since then failed (and why)."""
+    """Last successful fetch and whether the fetches since then failed (and why), from split log lines."""
     last_fetch = None
     failures_after = []
-    for entry in lines:
-        if _CW_FETCHED_RE.search(entry['line']):
-            last_fetch = entry
+    for event in _logs.cert_writer_events((entry['ts'], entry['line']) for entry in lines):
+        if event['kind'] == 'fetched':
+            last_fetch = event
             failures_after = []
-            continue
-        match = _CW_FAILED_RE.search(entry['line'])
-        if match:
-            failures_after.append(entry)
+        else:
+            failures_after.append(event)
     return {
-        'last_fetch_at': last_fetch['ts'] if last_fetch else None,
+        'last_fetch_at': last_fetch['time'] if last_fetch else None,
         'failures_since_last_fetch': len(failures_after),
-        'last_failure': failures_after[-1] if failures_after else None,
-        'no_identity': any(_NO_IDENTITY_RE.search(e['line']) for e in failures_after),
+        'last_failure': {'ts': failures_after[-1]['time'], 'line': failures_after[-1]['line']} if failures_after else None,
+        'no_identity': any(e['no_identity'] for e in failures_after),
     }
 
 
@@ -209,27 +168,13 @@ def container_ok(facts):
 
 # --------------------------------------------------------------------------- certificates
 
-def load_certs(data, what):
-    """PEM certificates in ``data``; cryptography 38 (Debian 12) and newer."""
-    if not HAS_ANY_CRYPTOGRAPHY:
-        raise x509u.X509Error(CRYPTOGRAPHY_MISSING_MSG)
-    if isinstance(data, str):
-        data = data.encode('utf-8')
-    blocks = re.findall(rb'-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----', data or b'', re.S)
-    if not blocks:
-        raise x509u.X509Error('The %s contains no PEM certificate.' % what)
-    try:
-        return [x509.load_pem_x509_certificate(block) for block in blocks]
-    except ValueError as exc:
-        raise x509u.X509Error('The %s holds a PEM certificate that cannot be parsed (%s).' % (what, exc))
-
-
 def svid_state(svid_pem, expected_spiffe_id, written_at, interval, now, error=None):
-    """State of the SVID files on the certs volume (public facts only; the key is never read).
+    """State of the SVID files on the certs volume (public facts only; the key is never read), from
+    ``_x509.svid_verdict``.
 
     ``written_at`` is when cert-writer switched ``..data`` to the current set. The SVID is
-    stale when it has expired, or when no set was written for two fetch intervals plus
-    a minute (cert-writer writes every interval, the guide's 300 s).
+    stale when it has expired, or when no set was written for ``_x509.STALE_AFTER_INTERVALS``
+    fetch intervals (cert-writer writes every interval, the guide's 300 s).
     """
     out = {'present': False, 'error': error, 'spiffe_id': None, 'spiffe_id_matches': None, 'not_before': None,
            'not_after': None, 'remaining_seconds': None, 'expired': None, 'written_at': isoformat(written_at),
@@ -237,27 +182,24 @@ def svid_state(svid_pem, expected_spiffe_id, written_at, interval, now, error=No
     if svid_pem is None:
         out['error'] = error or 'svid.pem is missing on the certs volume'
         return out
-    try:
-        leaf = load_certs(svid_pem, 'SVID file')[0]
-    except x509u.X509Error as exc:
-        out['error'] = str(exc)
+    svid = x509u.svid_verdict(svid_pem, expected_spiffe_id=expected_spiffe_id or None, written_at=written_at,
+                              interval=interval, now=now)
+    if svid['error']:
+        out['error'] = svid['error']
         return out
-    ids = x509u.spiffe_ids(leaf)
-    remaining = x509u.remaining_seconds(leaf, now)
-    age = int((now - written_at).total_seconds()) if written_at else None
-    expired = x509u.is_expired(leaf, now)
     out.update({
         'present': True,
-        'spiffe_id': ids[0] if len(ids) == 1 else None,
-        'spiffe_id_matches': (ids == [expected_spiffe_id]) if expected_spiffe_id else None,
-        'not_before': x509u.isoformat(x509u.not_valid_before(leaf)),
-        'not_after': x509u.isoformat(x509u.not_valid_after(leaf)),
-        'remaining_seconds': remaining,
-        'expired': expired,
-        'age_seconds': age,
-        'stale': bool(expired or age is None or age > 2 * interval + 60),
-        'sha256_fingerprint': x509u.sha256_fingerprint(leaf),
-        'serial': format(leaf.serial_number, 'x'),
+        # An SVID whose SPIFFE ID is invalid still shows the one it carries.
+        'spiffe_id': svid['spiffe_id'] or svid['certificate']['spiffe_id'],
+        'spiffe_id_matches': svid['spiffe_id_matches'],
+        'not_before': svid['not_before'],
+        'not_after': svid['not_after'],
+        'remaining_seconds': svid['remaining_seconds'],
+        'expired': svid['expired'],
+        'age_seconds': svid['age_seconds'],
+        'stale': svid['stale'],
+        'sha256_fingerprint': svid['sha256_fingerprint'],
+        'serial': svid['serial'],
     })
     return out
 
@@ -267,7 +209,7 @@ def x509pop_state(cert_pem, trust_domain, now):
     if cert_pem is None:
         return {'present': False, 'error': 'x509pop.crt is missing in the stack directory'}
     try:
-        cert = load_certs(cert_pem, 'x509pop attestation certificate')[0]
+        cert = x509u.load_pem_chain(cert_pem, 'x509pop attestation certificate')[0]
     except x509u.X509Error as exc:
         return {'present': False, 'error': str(exc)}
     return {
@@ -283,23 +225,18 @@ def x509pop_state(cert_pem, trust_domain, now):
 
 
 def served_state(served_der, svid, error=None):
-    """Whether nginx-federation serves the SVID that is on the certs volume."""
+    """Whether nginx-federation serves the SVID that is on the certs volume (``_x509.served_verdict``)."""
     if served_der is None:
         return {'reachable': False, 'error': error, 'sha256_fingerprint': None, 'matches_svid': None}
-    if not HAS_ANY_CRYPTOGRAPHY:
-        return {'reachable': True, 'error': CRYPTOGRAPHY_MISSING_MSG, 'sha256_fingerprint': None, 'matches_svid': None}
-    try:
-        cert = x509.load_der_x509_certificate(served_der)
-    except ValueError as exc:
-        return {'reachable': True, 'error': 'the served certificate cannot be parsed (%s)' % exc,
-                'sha256_fingerprint': None, 'matches_svid': False}
-    fingerprint = x509u.sha256_fingerprint(cert)
+    served = x509u.served_verdict(served_der, svid_sha256=svid.get('sha256_fingerprint') if svid.get('present') else None)
+    if served['error']:
+        return {'reachable': True, 'error': served['error'], 'sha256_fingerprint': None, 'matches_svid': False}
     return {
         'reachable': True,
         'error': None,
-        'sha256_fingerprint': fingerprint,
-        'not_after': x509u.isoformat(x509u.not_valid_after(cert)),
-        'matches_svid': (fingerprint == svid.get('sha256_fingerprint')) if svid.get('present') else None,
+        'sha256_fingerprint': served['sha256_fingerprint'],
+        'not_after': served['not_after'],
+        'matches_svid': served['matches_svid'],
     }
 
 

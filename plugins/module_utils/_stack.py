@@ -4,9 +4,9 @@
 
 """Where a deployed operator stack is, for the read-only modules that run on its host (private).
 
-``security_checklist`` and ``incident_evidence`` locate the same stack the same way: the
-options that name it, the Python libraries they need (with the Debian packages to install),
-their checks on those options, the stack directory and the Docker client.
+``security_checklist`` and ``incident_evidence`` locate the same stack the same way: its
+services, the options that name it, the Python libraries they need (with the Debian packages to
+install), their checks on those options, the stack directory and the Docker client.
 """
 
 from __future__ import annotations
@@ -18,16 +18,11 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
-DOCKER_IMP_ERR = None
-try:
-    import docker
-except ImportError:
-    DOCKER_IMP_ERR = traceback.format_exc()
-    HAS_DOCKER = False
-else:
-    HAS_DOCKER = True
-
 DEFAULT_BASE = '/opt/theprotocol'
+# The compose services of the stack (docker-compose.operator.yml), in the file's order: the identity
+# chain in the order the guide starts and restarts it (spire-agent, then cert-writer, then the
+# nginx-federation that serves what cert-writer wrote), then the registry and its stores.
+SERVICES = ('spire-agent', 'cert-writer', 'nginx-federation', 'registry', 'db', 'redis')
 REGISTRY_NAME_RE = re.compile(r'^[a-z0-9][a-z0-9_-]*\Z')
 
 
@@ -49,10 +44,21 @@ def argument_spec(**extra):
     return spec
 
 
+def _docker():
+    """``(the Docker SDK module or None, the ImportError's traceback or None)``. Imported on first use, so that
+    the pure modules that take :data:`SERVICES` from here (the checklist, also on the controller) do not load it."""
+    try:
+        import docker
+    except ImportError:
+        return None, traceback.format_exc()
+    return docker, None
+
+
 def fail_on_missing_requirements(module, cryptography_ok, cryptography_err):
     """Fail, naming the Debian packages in ``missing_requirements``, when docker or cryptography is missing."""
+    docker, docker_err = _docker()
     missing = [(lib, pkg, err) for lib, pkg, err, ok in (
-        ('docker', 'python3-docker', DOCKER_IMP_ERR, HAS_DOCKER),
+        ('docker', 'python3-docker', docker_err, docker is not None),
         ('cryptography', 'python3-cryptography', cryptography_err, cryptography_ok)) if not ok]
     if missing:
         module.fail_json(msg=missing_required_lib(' and '.join('%s (Debian: %s)' % m[:2] for m in missing)),
@@ -122,8 +128,8 @@ def exec_run(container, argv, timeout, **kwargs):
 def docker_client(module, params, extra_timeout=0):
     """A Docker client that answered a ping, or fail saying how to reach the daemon."""
     try:
-        client = docker.DockerClient(base_url=params['docker_host'],
-                                     timeout=int(max(params['timeout'], 1)) + extra_timeout)
+        docker = _docker()[0]
+        client = docker.DockerClient(base_url=params['docker_host'], timeout=int(max(params['timeout'], 1)) + extra_timeout)
         client.ping()
     except Exception as exc:  # pylint: disable=broad-except
         # DockerException, or requests' ConnectionError from older SDKs (Debian 12's 5.0) that do not wrap it.

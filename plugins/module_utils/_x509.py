@@ -12,6 +12,7 @@ Nothing here ever returns or formats private key material.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 import traceback
 
@@ -34,6 +35,7 @@ else:
 
 MINIMAL_CRYPTOGRAPHY_VERSION = '38.0'
 _PEM_CERT_RE = re.compile(rb'-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----', re.S)
+_SHA256_HEX_RE = re.compile(r'^[0-9a-fA-F]{64}\Z')
 CRYPTOGRAPHY_MISSING_MSG = (
     'The Python library cryptography >= %s is required on the target host to read SVIDs. '
     'Install it there (for example the python3-cryptography package) and retry.' % MINIMAL_CRYPTOGRAPHY_VERSION
@@ -83,6 +85,20 @@ def load_pem_chain(data, what='certificate file'):
         raise X509Error(
             'The %s holds a PEM certificate block that cannot be parsed (%s). '
             'The file is damaged or truncated: let cert-writer write it again.' % (what, exc))
+
+
+def load_der_certificate(data, what='served certificate'):
+    """Return the certificate in DER ``data`` (what a TLS server presented)."""
+    require_cryptography()
+    try:
+        return x509.load_der_x509_certificate(_to_bytes(data))
+    except (ValueError, TypeError) as exc:
+        raise X509Error('The %s cannot be parsed (%s).' % (what, exc))
+
+
+def der(cert):
+    """The DER encoding of ``cert`` (what a TLS server presents)."""
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def load_pem_key(data, what='private key file'):
@@ -435,3 +451,173 @@ def describe_certificate(cert, now=None):
         'sha1_fingerprint': sha1_fingerprint(cert),
         'sha256_fingerprint': sha256_fingerprint(cert),
     }
+
+
+# --------------------------------------------------------------------------- the SVID verdict
+
+# The one staleness rule (see is_stale): a write of cert-writer is stale after this many fetch intervals.
+STALE_AFTER_INTERVALS = 2
+SVID_LABELS = ('SVID file', 'SVID key file', 'trust bundle file')
+
+
+def age_seconds(written_at, now=None):
+    """Whole seconds from ``written_at`` to ``now``; None when ``written_at`` is unknown."""
+    if written_at is None:
+        return None
+    now = as_utc(now) if now is not None else _utcnow()
+    return int((now - as_utc(written_at)).total_seconds())
+
+
+def stale_after(interval):
+    """Seconds after which a write of cert-writer (files or logged fetch) is stale."""
+    return STALE_AFTER_INTERVALS * interval
+
+
+def is_stale(age, interval):
+    """True when a write of cert-writer (the set of SVID files, or the last fetch it logged) ``age``
+    seconds old is older than :data:`STALE_AFTER_INTERVALS` fetch ``interval`` s, or its age is unknown.
+
+    cert-writer writes a fresh set every interval (the guide's 300 s). Two intervals, no slack:
+
+    - it is cert-writer's own rule: its Docker healthcheck (``cert-writer -check``) reports unhealthy
+      once the current set is 2x the interval old, so the checklist, the incident response and the
+      container's health agree on what stale is;
+    - one missed cycle passes: a failed fetch is retried before the next one (after 5 s in the lab's
+      cert-writer), and any success inside the second interval keeps the set fresh;
+    - the guide's recovery (restart spire-agent, wait 60 s, restart cert-writer) needs no slack:
+      cert-writer writes a set as soon as it starts, and the recovery waits for that write. The
+      extra minute the incident response used to add let a stale SVID pass for 60 s more (with the
+      lab's 15 s interval, 90 s instead of 30 s) and disagreed with the checklist on the same stack.
+    """
+    return age is None or age > stale_after(interval)
+
+
+def svid_verdict(svid_pem, key_pem=None, bundle_pem=None, expected_spiffe_id=None, written_at=None, interval=None,
+                 min_remaining=None, now=None, labels=SVID_LABELS):
+    """Everything there is to say about an X.509-SVID and its files, as a plain dict (no key material).
+
+    ``svid_pem``: the SVID file (leaf first, then intermediates), None when missing; ``key_pem`` and
+    ``bundle_pem``: its key and the trust bundle, each None when not to be checked; ``written_at``:
+    when cert-writer wrote the set (the ``..data`` switch), with ``interval`` its fetch interval;
+    ``min_remaining``: seconds the SVID must still be valid; ``labels``: how messages name the three
+    files. Findings are values, never raised:
+
+    - ``present``/``error``: whether the SVID file holds a usable certificate, or why not (then
+      nothing else is known about it);
+    - ``spiffe_id``, ``trust_domain``, ``spiffe_path``: the SVID's valid SPIFFE ID (:func:`svid_spiffe_id`),
+      else None and ``spiffe_id_error``; ``spiffe_id_matches``: equal to ``expected_spiffe_id`` (None
+      when none is expected);
+    - ``serial``, ``sha256_fingerprint``, ``not_before``, ``not_after``, ``remaining_seconds``,
+      ``expired``, ``not_yet_valid``, ``digital_signature``, ``is_ca``, ``intermediate_count``,
+      ``certificate`` (:func:`describe_certificate`); ``remaining_sufficient`` (None without
+      ``min_remaining``);
+    - ``chain_ok``/``chain_error``/``bundle_ca_count``: the chain to the bundle (None without a
+      bundle; an unusable bundle is ``bundle_error`` and the chain error too);
+    - ``key_matches``/``key_error``: the key belongs to the leaf (None without a key);
+    - ``age_seconds`` and ``stale`` (None without ``interval``): expired, or not rewritten within
+      :data:`STALE_AFTER_INTERVALS` intervals, or the write time is unknown.
+    """
+    now = as_utc(now) if now is not None else _utcnow()
+    age = age_seconds(written_at, now)
+    out = dict(present=False, error=None, spiffe_id=None, trust_domain=None, spiffe_path=None, spiffe_id_error=None,
+               spiffe_id_matches=None, serial=None, sha256_fingerprint=None, not_before=None, not_after=None,
+               remaining_seconds=None, expired=None, not_yet_valid=None, remaining_sufficient=None,
+               digital_signature=None, is_ca=None, intermediate_count=None, certificate=None, chain_ok=None,
+               chain_error=None, bundle_ca_count=None, bundle_error=None, key_matches=None, key_error=None,
+               age_seconds=age, stale=None if interval is None else True)
+    if svid_pem is None:
+        out['error'] = 'The %s is missing.' % labels[0]
+        return out
+    try:
+        chain = load_pem_chain(svid_pem, labels[0])
+    except X509Error as exc:
+        out['error'] = str(exc)
+        return out
+    leaf, intermediates = chain[0], chain[1:]
+    facts = describe_certificate(leaf, now)
+    out.update(present=True, certificate=facts, serial=facts['serial'], sha256_fingerprint=facts['sha256_fingerprint'],
+               not_before=facts['not_before'], not_after=facts['not_after'],
+               remaining_seconds=facts['remaining_seconds'], expired=is_expired(leaf, now),
+               not_yet_valid=is_not_yet_valid(leaf, now), digital_signature=has_digital_signature(leaf),
+               is_ca=facts['is_ca'], intermediate_count=len(intermediates))
+    try:
+        out['spiffe_id'], out['trust_domain'], out['spiffe_path'] = svid_spiffe_id(leaf)
+    except X509Error as exc:
+        out['spiffe_id_error'] = str(exc)
+    if expected_spiffe_id is not None:
+        out['spiffe_id_matches'] = out['spiffe_id'] == expected_spiffe_id
+    if min_remaining is not None:
+        out['remaining_sufficient'] = bool(out['remaining_seconds'] >= min_remaining and not out['expired']
+                                           and not out['not_yet_valid'])
+    if key_pem is not None:
+        try:
+            out['key_matches'] = key_matches_certificate(load_pem_key(key_pem, labels[1]), leaf)
+        except X509Error as exc:
+            out['key_error'] = str(exc)
+    if bundle_pem is not None:
+        try:
+            bundle = load_pem_chain(bundle_pem, labels[2])
+        except X509Error as exc:
+            out.update(chain_ok=False, chain_error=str(exc), bundle_error=str(exc))
+        else:
+            out['bundle_ca_count'] = len(bundle)
+            try:
+                verify_chain(leaf, intermediates, bundle, now=now)
+                out['chain_ok'] = True
+            except X509Error as exc:
+                out.update(chain_ok=False, chain_error=str(exc))
+    if interval is not None:
+        out['stale'] = bool(out['expired'] or is_stale(age, interval))
+    return out
+
+
+def _sha256_of(svid):
+    """SHA-256 (lowercase hex) of the DER of ``svid``: a certificate, the PEM of an SVID file (its leaf), or
+    already a SHA-256 fingerprint in hex (as :func:`svid_verdict` reports it)."""
+    if isinstance(svid, str) and _SHA256_HEX_RE.match(svid):
+        return svid.lower()
+    if HAS_CRYPTOGRAPHY and isinstance(svid, x509.Certificate):
+        return sha256_fingerprint(svid)
+    return sha256_fingerprint(load_pem_chain(svid, 'SVID file')[0])
+
+
+def same_certificate(served_der, svid):
+    """Whether ``served_der`` (the DER a TLS server presented) is the SVID leaf ``svid`` (see :func:`_sha256_of`).
+
+    The one served-vs-written comparison: SHA-256 of the DER encodings, so a fingerprint kept in
+    evidence compares the same way as the certificate itself.
+    """
+    return hashlib.sha256(_to_bytes(served_der)).hexdigest() == _sha256_of(svid)
+
+
+def served_verdict(served_der, svid_pem=None, svid_sha256=None, now=None, label='SVID file'):
+    """The certificate a TLS server presented (``served_der``) against the SVID written on the volume.
+
+    The written side is ``svid_pem`` (the SVID file) or ``svid_sha256`` (its leaf's fingerprint);
+    neither: nothing to compare. Returns a plain dict: ``error`` (the served DER cannot be parsed),
+    ``sha256_fingerprint``, ``serial``, ``not_after``, ``expired`` of the served certificate;
+    ``svid_error``, ``svid_serial``, ``svid_not_after`` of the written one; ``matches_svid``
+    (:func:`same_certificate`; False when the served DER is no certificate, None when there is
+    nothing to compare with).
+    """
+    out = dict(error=None, sha256_fingerprint=None, serial=None, not_after=None, expired=None, svid_error=None,
+               svid_serial=None, svid_not_after=None, matches_svid=None)
+    written = svid_sha256
+    if svid_pem is not None:
+        try:
+            written = load_pem_chain(svid_pem, label)[0]
+        except X509Error as exc:
+            out['svid_error'] = str(exc)
+            written = None
+        else:
+            out.update(svid_serial=format(written.serial_number, 'x'), svid_not_after=isoformat(not_valid_after(written)))
+    try:
+        served = load_der_certificate(served_der)
+    except X509Error as exc:
+        out.update(error=str(exc), matches_svid=False)
+        return out
+    out.update(sha256_fingerprint=sha256_fingerprint(served), serial=format(served.serial_number, 'x'),
+               not_after=isoformat(not_valid_after(served)), expired=is_expired(served, now))
+    if written is not None:
+        out['matches_svid'] = same_certificate(served_der, written)
+    return out

@@ -46,8 +46,8 @@ options:
     description: Docker volume that cert-writer writes to. Defaults to C(<registry_name>_certs).
     type: str
   cert_writer_interval:
-    description: The cert-writer fetch interval in seconds. The SVID is stale when no set was written for twice this
-      plus a minute.
+    description: The cert-writer fetch interval in seconds. The SVID is stale when it has expired or no set was written
+      for twice this (the rule of cert-writer's own healthcheck and of M(theprotocol.operator.security_checklist)).
     type: int
     default: 300
   log_lines:
@@ -261,7 +261,7 @@ def collect(module, client):
     expected_id = x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
 
     containers, handles = {}, {}
-    for service in inc.SERVICES:
+    for service in stack.SERVICES:
         try:
             container = client.containers.get(stack.container_name(registry, service))
         except docker.errors.NotFound:
@@ -368,7 +368,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    stack.fail_on_missing_requirements(module, inc.HAS_ANY_CRYPTOGRAPHY, inc.CRYPTOGRAPHY_IMP_ERR)
+    stack.fail_on_missing_requirements(module, x509u.HAS_CRYPTOGRAPHY, x509u.CRYPTOGRAPHY_IMP_ERR)
     params = module.params
     problems = stack.problems(params)
     for key in ('log_lines', 'auth_failure_lines', 'registry_scan_lines', 'agent_log_lines'):

@@ -172,8 +172,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_probe as probe
-from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
+from ansible_collections.theprotocol.operator.plugins.module_utils import _logs
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
 from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth as live_auth
@@ -234,7 +234,7 @@ class Gatherer:
         if tail is not None:
             kwargs['tail'] = tail
         try:
-            return cl.split_docker_log(obj.logs(**kwargs).decode('utf-8', 'replace'))
+            return _logs.split_docker_log(obj.logs(**kwargs))
         except DockerException:
             return []
 
@@ -550,7 +550,7 @@ def main():
     )
     params = module.params
     # missing_requirements: the Debian packages to install (the role installs them and runs the module again).
-    stack.fail_on_missing_requirements(module, cx.x509u.HAS_CRYPTOGRAPHY, cx.x509u.CRYPTOGRAPHY_IMP_ERR)
+    stack.fail_on_missing_requirements(module, x509u.HAS_CRYPTOGRAPHY, x509u.CRYPTOGRAPHY_IMP_ERR)
     problems = stack.problems(params)
     if params['eventstore_window'] <= 0:
         problems.append('eventstore_window must be a positive number of seconds, got %d.' % params['eventstore_window'])

@@ -238,7 +238,6 @@ certificate:
       sample: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
 """
 
-import datetime
 import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -261,79 +260,57 @@ def _read(module, directory, name, what):
 
 
 def inspect_svid(svid_pem, key_pem, bundle_pem, expected_spiffe_id=None, min_remaining_seconds=0, now=None,
-                 labels=('SVID file', 'SVID key file', 'trust bundle file')):
+                 labels=x509u.SVID_LABELS):
     """Return the module result for the given PEM data (raises X509Error on unusable input)."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    chain = x509u.load_pem_chain(svid_pem, labels[0])
-    key = x509u.load_pem_key(key_pem, labels[1])
-    bundle = x509u.load_pem_chain(bundle_pem, labels[2])
-    leaf, intermediates = chain[0], chain[1:]
+    svid = x509u.svid_verdict(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_remaining=min_remaining_seconds,
+                              now=now, labels=labels)
+    for unusable in (svid['error'], svid['key_error'], svid['bundle_error']):
+        if unusable:
+            raise x509u.X509Error(unusable)
     problems = []
-
-    spiffe_id = trust_domain = spiffe_path = None
-    try:
-        spiffe_id, trust_domain, spiffe_path = x509u.svid_spiffe_id(leaf)
-    except x509u.X509Error as exc:
-        problems.append(str(exc))
-
-    expected_matches = None
-    if expected_spiffe_id is not None:
-        expected_matches = spiffe_id == expected_spiffe_id
-        if not expected_matches:
-            problems.append('The SVID carries %s, not the expected %s. Check the registration entry on the parent '
-                            "frame's SPIRE server and the operator name." % (spiffe_id or 'no SPIFFE ID', expected_spiffe_id))
-
-    chain_error = None
-    try:
-        x509u.verify_chain(leaf, intermediates, bundle, now=now)
-    except x509u.X509Error as exc:
-        chain_error = str(exc)
-        problems.append(chain_error)
-
-    key_matches = x509u.key_matches_certificate(key, leaf)
-    if not key_matches:
+    if svid['spiffe_id_error']:
+        problems.append(svid['spiffe_id_error'])
+    if expected_spiffe_id is not None and not svid['spiffe_id_matches']:
+        problems.append('The SVID carries %s, not the expected %s. Check the registration entry on the parent '
+                        "frame's SPIRE server and the operator name."
+                        % (svid['spiffe_id'] or 'no SPIFFE ID', expected_spiffe_id))
+    if svid['chain_error']:
+        problems.append(svid['chain_error'])
+    if not svid['key_matches']:
         problems.append('The SVID key does not belong to the SVID certificate: cert-writer wrote them from different '
                         'fetches or the files were mixed up. Restart cert-writer so it writes a matching pair.')
-
-    digital_signature = x509u.has_digital_signature(leaf)
-    if not digital_signature:
+    if not svid['digital_signature']:
         problems.append('The SVID key usage lacks digitalSignature, which X.509-SVIDs require for TLS.')
-    if x509u.is_ca(leaf):
+    if svid['is_ca']:
         problems.append('The SVID leaf is a CA certificate; an X.509-SVID leaf must have CA:FALSE. '
                         'Check that svid_file points at the SVID, not the bundle.')
-
-    remaining = x509u.remaining_seconds(leaf, now)
-    expired = x509u.is_expired(leaf, now)
-    not_yet_valid = x509u.is_not_yet_valid(leaf, now)
-    remaining_sufficient = remaining >= min_remaining_seconds and not expired and not not_yet_valid
-    if not expired and not not_yet_valid and remaining < min_remaining_seconds:
+    remaining = svid['remaining_seconds']
+    if not svid['expired'] and not svid['not_yet_valid'] and remaining < min_remaining_seconds:
         problems.append('The SVID expires in %d s, less than the required %d s. SVIDs should rotate well before '
                         'expiry: check spire-agent health and that cert-writer fetches every cycle.'
                         % (remaining, min_remaining_seconds))
-
-    description = x509u.describe_certificate(leaf, now)
     return dict(
         changed=False,
         valid=not problems,
         problems=problems,
-        spiffe_id=spiffe_id,
-        trust_domain=trust_domain,
-        spiffe_path=spiffe_path,
-        serial=description['serial'],
-        not_before=description['not_before'],
-        not_after=description['not_after'],
+        spiffe_id=svid['spiffe_id'],
+        trust_domain=svid['trust_domain'],
+        spiffe_path=svid['spiffe_path'],
+        serial=svid['serial'],
+        not_before=svid['not_before'],
+        not_after=svid['not_after'],
         remaining_seconds=remaining,
-        expired=expired,
-        not_yet_valid=not_yet_valid,
-        remaining_sufficient=remaining_sufficient,
-        chain_valid=chain_error is None,
-        chain_error=chain_error,
-        key_matches=key_matches,
-        digital_signature=digital_signature,
-        expected_spiffe_id_matches=expected_matches,
-        bundle_ca_count=len(bundle),
-        intermediate_count=len(intermediates),
-        certificate=description,
+        expired=svid['expired'],
+        not_yet_valid=svid['not_yet_valid'],
+        remaining_sufficient=svid['remaining_sufficient'],
+        chain_valid=svid['chain_ok'],
+        chain_error=svid['chain_error'],
+        key_matches=svid['key_matches'],
+        digital_signature=svid['digital_signature'],
+        expected_spiffe_id_matches=svid['spiffe_id_matches'],
+        bundle_ca_count=svid['bundle_ca_count'],
+        intermediate_count=svid['intermediate_count'],
+        certificate=svid['certificate'],
     )
 
 

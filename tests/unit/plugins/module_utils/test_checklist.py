@@ -12,8 +12,7 @@ import json
 import pytest
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
-from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist_x509 as cx
-from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile, _secrets, _x509
+from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile, _logs, _secrets, _x509
 
 SEC = datetime.timedelta(seconds=1)
 RUNNING = dict(exists=True, running=True, status='running')
@@ -50,36 +49,12 @@ def docker_log(text):
         if not stamp[:4].isdigit():
             stamp = '2026-06-04T11:59:50.000000000Z'
         out.append(line if line.startswith(stamp) and stamp.endswith('Z') and 'T' in stamp else '%s %s' % (stamp, line))
-    return cl.split_docker_log('\n'.join(out))
+    return _logs.split_docker_log('\n'.join(out))
 
 
 @pytest.fixture(scope='module')
 def svid(pki):
     return dict(svid=pki.cert_pem(pki.leaf, pki.intermediate), key=pki.key_pem(pki.leaf_key), bundle=pki.cert_pem(pki.root))
-
-
-# --------------------------------------------------------------------------- logs
-
-def test_parse_timestamp_nanoseconds_and_offsets():
-    assert cl.parse_timestamp('2026-06-04T12:00:00.123456789Z') == datetime.datetime(
-        2026, 6, 4, 12, 0, 0, 123456, tzinfo=datetime.timezone.utc)
-    assert cl.parse_timestamp('2026-06-04T14:00:00+02:00') == datetime.datetime(2026, 6, 4, 12, tzinfo=datetime.timezone.utc)
-    assert cl.parse_timestamp('nonsense') is None
-
-
-def test_cert_writer_events_from_real_lines():
-    events = cl.cert_writer_events(docker_log(CW_LINES + CW_NO_IDENTITY))
-    assert [e['kind'] for e in events] == ['fetched', 'fetched', 'failed']
-    assert events[1]['serial'] == 'c90c631c07f9ccd79d725ddbbc409c'
-    assert events[2]['no_identity'] is True
-
-
-def test_eventstore_writes_counts_and_window(pki):
-    lines = docker_log(REGISTRY_OK + REGISTRY_403 + REGISTRY_ERR)
-    stats = cl.eventstore_writes(lines)
-    assert (stats['ok'], stats['auth_failures'], stats['other_failures']) == (2, 1, 1)
-    later = cl.eventstore_writes(lines, since=pki.now - 10 * SEC)
-    assert (later['ok'], later['auth_failures'], later['other_failures']) == (0, 0, 1)
 
 
 # --------------------------------------------------------------------------- results
@@ -177,7 +152,7 @@ def test_nginx_health():
 
 @pytest.mark.parametrize('modern', [True, False], ids=['cryptography40-api', 'cryptography38-api'])
 def test_svid_valid(pki, svid, modern, monkeypatch):
-    monkeypatch.setattr(cx.x509u, 'MODERN_API', modern)
+    monkeypatch.setattr(_x509, 'MODERN_API', modern)
     res = cl.check_svid_valid(svid['svid'], svid['key'], svid['bundle'], pki.registry_id, 30, pki.now)
     assert res['status'] == 'pass', res
     # Another trust domain, another root: both the ID and the chain are named.
@@ -196,9 +171,9 @@ def test_svid_valid(pki, svid, modern, monkeypatch):
 
 
 def test_served_svid(pki, svid):
-    served = cx.der(pki.leaf)
+    served = _x509.der(pki.leaf)
     assert cl.check_served_svid_current(served, None, svid['svid'])['status'] == 'pass'
-    old = cx.der(pki.expired_leaf)
+    old = _x509.der(pki.expired_leaf)
     res = cl.check_served_svid_current(old, None, svid['svid'], pki.now)
     assert res['status'] == 'fail' and 'not reloaded' in res['evidence'][0]
     assert any('expired' in e for e in res['evidence'])
@@ -430,21 +405,6 @@ def test_env_permissions(tmp_path):
     assert res['status'] == ('pass' if info['uid'] == 0 else 'fail')
     assert cl.check_env_file_permissions(str(tmp_path / 'missing'), probe.lstat_info(str(tmp_path / 'missing')))[
         'status'] == 'fail'
-
-
-def test_checklist_chain_helpers_on_the_cryptography38_api(pki, monkeypatch):
-    monkeypatch.setattr(cx.x509u, 'MODERN_API', False)
-    bundle = [pki.root]
-    assert cx.verify_chain(pki.leaf, [pki.intermediate], bundle, pki.now)[-1] == pki.root
-    with pytest.raises(_x509.X509Error):
-        cx.verify_chain(pki.other_leaf, [], bundle, pki.now)
-    with pytest.raises(_x509.X509Error):
-        cx.verify_chain(pki.expired_leaf, [pki.intermediate], bundle, pki.now)
-    chain = cx.load_chain(pki.cert_pem(pki.leaf, pki.intermediate))
-    assert [c.serial_number for c in chain] == [pki.leaf.serial_number, pki.intermediate.serial_number]
-    with pytest.raises(_x509.X509Error) as info:
-        cx.load_key(b'-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n')
-    assert 'not a key' not in str(info.value)
 
 
 # --------------------------------------------------------------------------- secret rotation state and age

@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
+from ansible_collections.theprotocol.operator.plugins.module_utils import _stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509
 
 UTC = datetime.timezone.utc
@@ -98,7 +99,7 @@ def healthy_evidence(pki, now=NOW):
     svid = inc.svid_state(pki.cert_pem(pki.leaf), pki.registry_id, now - datetime.timedelta(seconds=10), 15, now)
     return {
         'containers': {s: {'exists': True, 'status': 'running', 'running': True, 'health': 'healthy'}
-                       for s in inc.SERVICES},
+                       for s in _stack.SERVICES},
         'agent_healthcheck': {'rc': 0, 'output': 'Agent is healthy.'},
         'agent_signal': inc.agent_signal(lines(AGENT_HEALTHY)),
         'cert_writer': inc.cert_writer_state(lines(CERT_WRITER.splitlines(True)[0])),

@@ -516,6 +516,174 @@ def test_describe_certificate_ca_and_multi(pki):
     assert x.describe_certificate(two)['spiffe_id'] is None
 
 
+# ----------------------------------------------------------------------------- moved from test_checklist
+# (the checklist's certificate helpers, _checklist_x509, are _x509's own functions now)
+
+def test_checklist_chain_helpers_on_the_cryptography38_api(pki, monkeypatch):
+    monkeypatch.setattr(x, 'MODERN_API', False)
+    bundle = [pki.root]
+    assert x.verify_chain(pki.leaf, [pki.intermediate], bundle, now=pki.now)[-1] == pki.root
+    with pytest.raises(x.X509Error):
+        x.verify_chain(pki.other_leaf, [], bundle, now=pki.now)
+    with pytest.raises(x.X509Error):
+        x.verify_chain(pki.expired_leaf, [pki.intermediate], bundle, now=pki.now)
+    chain = x.load_pem_chain(pki.cert_pem(pki.leaf, pki.intermediate))
+    assert [c.serial_number for c in chain] == [pki.leaf.serial_number, pki.intermediate.serial_number]
+    with pytest.raises(x.X509Error) as info:
+        x.load_pem_key(b'-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n')
+    assert 'not a key' not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- the SVID verdict
+
+def _written(pki, seconds):
+    return pki.now - datetime.timedelta(seconds=seconds)
+
+
+def test_svid_verdict_of_a_good_svid(pki):
+    v = x.svid_verdict(pki.cert_pem(pki.leaf, pki.intermediate), pki.key_pem(pki.leaf_key), pki.cert_pem(pki.root),
+                       pki.registry_id, written_at=_written(pki, 20), interval=15, min_remaining=600, now=pki.now)
+    assert v['present'] is True and v['error'] is None
+    assert (v['spiffe_id'], v['trust_domain'], v['spiffe_path']) == (pki.registry_id, 'example.com',
+                                                                     '/service/registry-acme')
+    assert v['spiffe_id_error'] is None and v['spiffe_id_matches'] is True
+    assert v['serial'] == format(pki.leaf.serial_number, 'x')
+    assert v['sha256_fingerprint'] == hashlib.sha256(pki.leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert (v['not_before'], v['not_after']) == ('2026-06-04T11:00:00Z', '2026-06-04T13:00:00Z')
+    assert v['remaining_seconds'] == 3600
+    assert v['expired'] is False and v['not_yet_valid'] is False and v['remaining_sufficient'] is True
+    assert v['digital_signature'] is True and v['is_ca'] is False and v['intermediate_count'] == 1
+    assert v['chain_ok'] is True and v['chain_error'] is None and v['bundle_ca_count'] == 1
+    assert v['key_matches'] is True and v['key_error'] is None
+    assert v['age_seconds'] == 20 and v['stale'] is False
+    assert v['certificate'] == x.describe_certificate(pki.leaf, pki.now)
+    text = json.dumps(v)
+    assert 'PRIVATE' not in text and 'BEGIN' not in text
+
+
+def test_svid_verdict_checks_only_what_it_is_given(pki):
+    v = x.svid_verdict(pki.cert_pem(pki.leaf), now=pki.now)
+    assert v['present'] and v['spiffe_id'] == pki.registry_id
+    for key in ('spiffe_id_matches', 'chain_ok', 'chain_error', 'bundle_ca_count', 'key_matches', 'key_error',
+                'remaining_sufficient', 'age_seconds', 'stale'):
+        assert v[key] is None, key
+
+
+@pytest.mark.parametrize('age, stale', [(0, False), (29, False), (30, False), (31, True), (300, True), (-5, False)],
+                         ids=['just-written', 'within', 'at-the-limit', 'past-the-limit', 'old', 'clock-behind'])
+def test_svid_verdict_one_staleness_rule(pki, age, stale):
+    # Two intervals, no slack: cert-writer's own healthcheck rule (check.go: age >= 2x interval is unhealthy).
+    assert x.STALE_AFTER_INTERVALS == 2 and x.stale_after(15) == 30
+    v = x.svid_verdict(pki.cert_pem(pki.leaf), written_at=_written(pki, age), interval=15, now=pki.now)
+    assert v['age_seconds'] == age and v['stale'] is stale
+    assert x.is_stale(age, 15) is stale
+
+
+def test_svid_verdict_stale_when_unknown_or_expired(pki):
+    assert x.svid_verdict(pki.cert_pem(pki.leaf), interval=15, now=pki.now)['stale'] is True
+    expired = x.svid_verdict(pki.cert_pem(pki.expired_leaf), written_at=pki.now, interval=15, now=pki.now)
+    assert expired['expired'] is True and expired['age_seconds'] == 0 and expired['stale'] is True
+    assert x.age_seconds(None) is None and x.is_stale(None, 300)
+
+
+@pytest.mark.parametrize('data, words', [(None, 'The SVID file is missing.'), (b'', 'contains no PEM certificate'),
+                                         (b'junk', 'contains no PEM certificate')])
+def test_svid_verdict_unusable_svid(pki, data, words):
+    v = x.svid_verdict(data, pki.key_pem(pki.leaf_key), pki.cert_pem(pki.root), pki.registry_id, interval=15,
+                       now=pki.now)
+    assert v['present'] is False and words in v['error']
+    assert v['stale'] is True and v['chain_ok'] is None and v['key_matches'] is None
+
+
+def test_svid_verdict_findings(pki):
+    v = x.svid_verdict(pki.cert_pem(pki.other_leaf), pki.key_pem(pki.mismatched_key), pki.cert_pem(pki.root),
+                       pki.registry_id, min_remaining=2 * 86400, now=pki.now)
+    assert v['spiffe_id'] == 'spiffe://other.org/service/registry-acme' and v['spiffe_id_matches'] is False
+    assert v['chain_ok'] is False and 'does not lead to the bundle' in v['chain_error'] and v['bundle_error'] is None
+    assert v['key_matches'] is False and v['remaining_sufficient'] is False
+    expired = x.svid_verdict(pki.cert_pem(pki.expired_leaf, pki.intermediate), bundle_pem=pki.cert_pem(pki.root),
+                             min_remaining=0, now=pki.now)
+    assert expired['remaining_seconds'] == -3600 and expired['remaining_sufficient'] is False
+    assert 'expired at' in expired['chain_error']
+    future = x.svid_verdict(pki.cert_pem(pki.future_leaf), now=pki.now)
+    assert future['not_yet_valid'] is True and future['expired'] is False
+
+
+def test_svid_verdict_not_an_svid(pki):
+    key = pki.make_key()
+    plain = pki.make_cert(key, 'plain', issuer=(pki.intermediate, pki.int_key), key_usage='no_sign')
+    v = x.svid_verdict(pki.cert_pem(plain), expected_spiffe_id=pki.registry_id, now=pki.now)
+    assert v['spiffe_id'] is None and 'no URI SAN' in v['spiffe_id_error'] and v['spiffe_id_matches'] is False
+    assert v['digital_signature'] is False
+    ca = x.svid_verdict(pki.cert_pem(pki.intermediate), now=pki.now)
+    assert ca['is_ca'] is True
+
+
+def test_svid_verdict_unusable_key_and_bundle_are_named_by_the_labels(pki):
+    v = x.svid_verdict(pki.cert_pem(pki.leaf), b'-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n',
+                       b'', now=pki.now, labels=('svid', 'my key', 'my bundle'))
+    assert v['present'] and v['key_matches'] is None
+    assert 'The my key cannot be parsed as a private key' in v['key_error'] and 'not a key' not in v['key_error']
+    assert v['bundle_error'].startswith('The my bundle contains no PEM certificate')
+    assert v['chain_ok'] is False and v['chain_error'] == v['bundle_error']
+
+
+# ----------------------------------------------------------------------------- served vs written
+
+def test_same_certificate_by_sha256_of_the_der(pki):
+    served = x.der(pki.leaf)
+    assert served == pki.leaf.public_bytes(serialization.Encoding.DER)
+    fingerprint = x.sha256_fingerprint(pki.leaf)
+    for written in (pki.leaf, pki.cert_pem(pki.leaf, pki.intermediate), pki.cert_pem(pki.leaf).decode(), fingerprint,
+                    fingerprint.upper()):
+        assert x.same_certificate(served, written) is True
+    for written in (pki.expired_leaf, pki.cert_pem(pki.intermediate, pki.leaf), x.sha256_fingerprint(pki.root)):
+        assert x.same_certificate(served, written) is False
+
+
+def test_served_verdict(pki):
+    svid_pem = pki.cert_pem(pki.leaf, pki.intermediate)
+    same = x.served_verdict(x.der(pki.leaf), svid_pem, now=pki.now)
+    assert same['matches_svid'] is True and same['error'] is None and same['svid_error'] is None
+    assert same['serial'] == same['svid_serial'] == format(pki.leaf.serial_number, 'x')
+    assert same['sha256_fingerprint'] == x.sha256_fingerprint(pki.leaf) and same['expired'] is False
+    old = x.served_verdict(x.der(pki.expired_leaf), svid_pem, now=pki.now)
+    assert old['matches_svid'] is False and old['expired'] is True
+    assert (old['not_after'], old['svid_not_after']) == ('2026-06-04T11:00:00Z', '2026-06-04T13:00:00Z')
+    by_fingerprint = x.served_verdict(x.der(pki.leaf), svid_sha256=x.sha256_fingerprint(pki.leaf), now=pki.now)
+    assert by_fingerprint['matches_svid'] is True and by_fingerprint['svid_serial'] is None
+    assert x.served_verdict(x.der(pki.leaf), now=pki.now)['matches_svid'] is None
+    garbage = x.served_verdict(b'not a certificate', svid_pem)
+    assert garbage['error'].startswith('The served certificate cannot be parsed') and garbage['matches_svid'] is False
+    junk = x.served_verdict(x.der(pki.leaf), b'junk', label='SVID file svid.pem')
+    assert 'The SVID file svid.pem contains no PEM certificate' in junk['svid_error'] and junk['matches_svid'] is None
+
+
+# ----------------------------------------------------------------------------- every consumer, one rule
+
+def test_checklist_and_incident_judge_staleness_and_the_served_certificate_alike(pki):
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
+    running = dict(exists=True, running=True, status='running')
+    fetch = ('2026-06-04T11:59:59.000000000Z 2026-06-04T11:59:59Z cert-writer: fetched SVID '
+             'spiffe_id=spiffe://example.com/service/registry-acme serial=ab not_after=2026-06-04T13:00:00Z '
+             'bundle_cas=1 dir=/certs\n')
+    from ansible_collections.theprotocol.operator.plugins.module_utils import _logs
+    for age in (29, 30, 31, 89, 91):
+        written = _written(pki, age)
+        files_stale = any('files on the volume were written' in e for e in cl.check_cert_writer_running(
+            running, _logs.split_docker_log(fetch), written, 15, pki.now)['evidence'])
+        incident = inc.svid_state(pki.cert_pem(pki.leaf), pki.registry_id, written, 15, pki.now)
+        verdict = x.svid_verdict(pki.cert_pem(pki.leaf), written_at=written, interval=15, now=pki.now)
+        assert files_stale is incident['stale'] is verdict['stale'] is (age > 30), age
+    svid_pem = pki.cert_pem(pki.leaf, pki.intermediate)
+    svid = inc.svid_state(svid_pem, pki.registry_id, pki.now, 15, pki.now)
+    for served, matches in ((pki.leaf, True), (pki.expired_leaf, False)):
+        assert inc.served_state(x.der(served), svid)['matches_svid'] is matches
+        assert (cl.check_served_svid_current(x.der(served), None, svid_pem, pki.now)['status'] == 'pass') is matches
+        assert x.served_verdict(x.der(served), svid_pem)['matches_svid'] is matches
+
+
 def test_import_without_cryptography():
     # Run in a fresh interpreter where importing cryptography fails.
     code = (

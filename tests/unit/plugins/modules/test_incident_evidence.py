@@ -76,7 +76,7 @@ def fake_client(tmp_path, pki):
     os.symlink('..2026_11_25', str(volume / '..data'))
     os.symlink('..data/svid.pem', str(volume / 'svid.pem'))
     containers = {}
-    for service in mod.inc.SERVICES:
+    for service in mod.stack.SERVICES:
         log = '2026-11-25T20:00:00Z started with POSTGRES_PASSWORD=%s\n' % SECRET
         if service == 'registry':
             log += '2026-11-25T20:00:01Z GET /x 403 forbidden password %s\n' % SECRET
@@ -149,7 +149,7 @@ def test_evidence_bundle_from_hostile_logs_holds_no_secret(capsys, monkeypatch, 
     (stack / 'spire' / 'x509pop.crt').write_bytes(pki.cert_pem(live_leaf(pki, 24)))
     client = fake_client(tmp_path, pki)
     log = ''.join('2026-11-25T20:00:%02dZ %s\n' % (i, line) for i, line in enumerate(HOSTILE_LINES))
-    for service in mod.inc.SERVICES:
+    for service in mod.stack.SERVICES:
         client.containers.get('acme-%s' % service)._log += log
     monkeypatch.setattr(mod.docker, 'DockerClient', lambda **kw: client)
     monkeypatch.setattr(mod, '_served_der', lambda *a: (None, 'connection refused'))
