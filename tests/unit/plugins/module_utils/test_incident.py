@@ -350,13 +350,14 @@ def agent_killed(pki):
 
 def test_agent_fault_plan_is_the_guides_steps_with_the_checks_that_prove_them(pki):
     result = inc.classify(agent_killed(pki))
-    proof = ['spire_agent_healthy', 'cert_writer_running', 'svid_valid', 'served_svid_current']
+    proof = ['spire_agent_healthy', 'cert_writer_running', 'svid_valid', 'served_svid_current', 'eventstore_writes_ok']
     assert result['recovery'] == {'checks': proof, 'steps': [
         {'action': 'restart', 'service': 'spire-agent', 'wait': 0, 'checks': ['spire_agent_healthy'],
          'text': 'restart spire-agent'},
         {'action': 'wait', 'service': 'spire-agent', 'wait': 60, 'checks': [], 'text': 'wait from the agent restart'},
         {'action': 'restart', 'service': 'cert-writer', 'wait': 0,
-         'checks': ['cert_writer_running', 'svid_valid', 'served_svid_current'], 'text': 'restart cert-writer'},
+         'checks': ['cert_writer_running', 'svid_valid', 'served_svid_current', 'eventstore_writes_ok'],
+         'text': 'restart cert-writer'},
         {'action': 'verify', 'service': None, 'wait': 0, 'checks': proof, 'text': 'verify'},
     ]}
     # What the operator is shown is the plan that runs.
@@ -383,10 +384,11 @@ def test_plan_orders_the_steps_of_several_faults_and_runs_a_shared_step_once(fau
 def test_plan_of_the_classification_of_real_faults(pki):
     ev = healthy_evidence(pki, pki.now)
     ev['containers']['cert-writer'].update(status='exited', running=False, health='unhealthy')
-    assert inc.classify(ev)['recovery']['checks'] == ['cert_writer_running', 'svid_valid', 'served_svid_current']
+    assert inc.classify(ev)['recovery']['checks'] == ['cert_writer_running', 'svid_valid', 'served_svid_current',
+                                                      'eventstore_writes_ok']
     ev = healthy_evidence(pki, pki.now)
     ev['served'] = {'reachable': True, 'sha256_fingerprint': 'old', 'matches_svid': False}
-    assert inc.classify(ev)['recovery']['checks'] == ['nginx_federation_accepting', 'served_svid_current']
+    assert inc.classify(ev)['recovery']['checks'] == ['nginx_federation_accepting', 'served_svid_current', 'mtls_enforced']
 
 
 def test_no_plan_without_a_local_fault(pki):
@@ -415,9 +417,9 @@ def checklist_after(*judged):
 
 
 def newer_image_in_the_registry():
-    running = 'sha256:' + 'a' * 64
-    return cl.check_images_up_to_date(dict(registry=dict(ref='lab-registry:5000/registry:lab', running_digests=[running],
-                                                          registry_digest='sha256:' + 'b' * 64)))
+    image = dict(ref='lab-registry:5000/registry:lab', running_digests=['sha256:' + 'a' * 64],
+                 registry_digest='sha256:' + 'b' * 64)
+    return cl.check_images_up_to_date(dict(registry=image))
 
 
 def env_file_mode(tmp_path, mode):
@@ -440,8 +442,8 @@ def test_a_newer_image_is_reported_not_escalated(pki):
     assert verdict['reported'] == ['images_up_to_date'] and verdict['findings'] == [] and verdict['unproven'] == []
     assert verdict['not_caused'] == ('not caused by this incident, not fixed by a restart (reported, not escalated): '
                                      'images_up_to_date')
-    assert verdict['summary'] == ('recovered: spire_agent_healthy, cert_writer_running, svid_valid, served_svid_current '
-                                  'pass; ' + verdict['not_caused'])
+    assert verdict['summary'] == ('recovered: spire_agent_healthy, cert_writer_running, svid_valid, served_svid_current, '
+                                  'eventstore_writes_ok pass; ' + verdict['not_caused'])
 
 
 def test_a_world_readable_env_file_is_escalated_after_the_recovery(pki, tmp_path):
