@@ -61,7 +61,7 @@ _value:
       description: The checks that prove the recovery (the plan's).
       type: list
       elements: str
-      sample: [cert_writer_running, svid_valid, served_svid_current]
+      sample: [cert_writer_running, svid_valid, served_svid_current, eventstore_writes_ok]
     unproven:
       description: The plan's checks that do not pass, each with its status.
       type: list
@@ -90,8 +90,8 @@ _value:
       description: One line for the timeline and the report.
       type: str
       sample: >-
-        recovered: cert_writer_running, svid_valid, served_svid_current pass; not caused by this incident, not fixed
-        by a restart (reported, not escalated): images_up_to_date
+        recovered: cert_writer_running, svid_valid, served_svid_current, eventstore_writes_ok pass; not caused by this
+        incident, not fixed by a restart (reported, not escalated): images_up_to_date
 """
 
 from ansible.errors import AnsibleFilterError

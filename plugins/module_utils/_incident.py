@@ -325,23 +325,27 @@ def served_state(served_der, svid, error=None):
 # ``restart_wait`` the caller gives). A step two faults share runs once (an agent fault restarts
 # cert-writer too). roles/incident_response/tasks/recover.yml runs these steps, nothing else.
 RESTART_WAIT = 60
+# A fresh SVID written, served, and accepted by the EventStore (the guide's checklist: "x509pop certs valid /
+# auto-rotating: successful EventStore writes"); nginx-federation back, serving it, with mTLS enforced.
+_WRITER_PROOF = ('cert_writer_running', 'svid_valid', 'served_svid_current', 'eventstore_writes_ok')
+_NGINX_PROOF = ('nginx_federation_accepting', 'served_svid_current', 'mtls_enforced')
 RECOVERY_STEPS = {
     'spire_agent': (
         ('restart', 'spire-agent', 'restart spire-agent', ('spire_agent_healthy',)),
         ('wait', 'spire-agent', 'wait from the agent restart', ()),
-        ('restart', 'cert-writer', 'restart cert-writer', ('cert_writer_running', 'svid_valid', 'served_svid_current')),
+        ('restart', 'cert-writer', 'restart cert-writer', _WRITER_PROOF),
     ),
     'cert_writer': (
-        ('restart', 'cert-writer', 'restart cert-writer', ('cert_writer_running', 'svid_valid', 'served_svid_current')),
+        ('restart', 'cert-writer', 'restart cert-writer', _WRITER_PROOF),
     ),
     'nginx_federation': (
-        ('restart', 'nginx-federation', 'restart nginx-federation', ('nginx_federation_accepting', 'served_svid_current')),
+        ('restart', 'nginx-federation', 'restart nginx-federation', _NGINX_PROOF),
     ),
 }
 # Failing checks outside the plan's that the incident did not cause, that no restart fixes and that expose
 # nothing: reported with the recovery, neither waited for nor escalated. Any other failing check outside
-# the plan's (.env.operator readable by others, mTLS not enforced, EventStore refusals, ...) is a finding
-# restarts cannot fix: escalated after the recovery.
+# the plan's (.env.operator readable by others, minting enabled, a default password, ...) is a finding
+# restarts cannot fix: escalated after the recovery, without waiting for it.
 REPORTED_CHECKS = ('images_up_to_date', 'secrets_age')
 NOT_CAUSED = 'not caused by this incident, not fixed by a restart'
 _PROVEN = ('pass', 'warn')

@@ -136,9 +136,9 @@ classification:
             - {action: restart, service: spire-agent, wait: 0, checks: [spire_agent_healthy], text: restart spire-agent}
             - {action: wait, service: spire-agent, wait: 60, checks: [], text: wait from the agent restart}
             - {action: restart, service: cert-writer, wait: 0, checks: [cert_writer_running, svid_valid,
-               served_svid_current], text: restart cert-writer}
+               served_svid_current, eventstore_writes_ok], text: restart cert-writer}
             - {action: verify, service: null, wait: 0, checks: [spire_agent_healthy, cert_writer_running, svid_valid,
-               served_svid_current], text: verify}
+               served_svid_current, eventstore_writes_ok], text: verify}
         checks:
           description:
             - The security checklist checks that prove this recovery. The verification waits for these only.
@@ -147,7 +147,7 @@ classification:
               restarts cannot fix, such as C(env_file_permissions)).
           type: list
           elements: str
-          sample: [spire_agent_healthy, cert_writer_running, svid_valid, served_svid_current]
+          sample: [spire_agent_healthy, cert_writer_running, svid_valid, served_svid_current, eventstore_writes_ok]
     restart:
       description: Whether restarts apply (only for V(local_fault)).
       type: bool
