@@ -9,8 +9,8 @@ name: recovery_verdict
 short_description: Whether the restarts of an incident's recovery plan recovered the stack, and whether to escalate
 version_added: 0.3.0
 description:
-  - Judges the result of C(theprotocol.operator.security_checklist) after the restarts against the recovery plan of
-    C(theprotocol.operator.incident_evidence) (RV(classification.recovery)).
+  - Judges the result of C(theprotocol.operator.security_checklist) after the restarts against the recovery plan,
+    RV(theprotocol.operator.incident_evidence#module:classification.recovery).
   - Recovered when the evidence after the restarts is healthy and every check the plan names passes (a warning
     passes; a check skipped because a prerequisite failed does not).
   - A failing check the plan does not name never holds a retry. C(images_up_to_date) and C(secrets_age) are reported
@@ -28,7 +28,7 @@ options:
     type: raw
     required: true
   recovery:
-    description: The recovery plan, RV(classification.recovery) of C(theprotocol.operator.incident_evidence).
+    description: The recovery plan, RV(theprotocol.operator.incident_evidence#module:classification.recovery).
     type: dict
     required: true
   verified:
