@@ -242,19 +242,106 @@ def served_state(served_der, svid, error=None):
 
 # --------------------------------------------------------------------------- classification
 
-def _plan(faults):
-    steps = []
-    if 'spire_agent' in faults:
-        steps += ['restart spire-agent', 'wait from the agent restart', 'restart cert-writer']
-    elif 'cert_writer' in faults:
-        steps.append('restart cert-writer')
-    if 'nginx_federation' in faults:
-        steps.append('restart nginx-federation')
-    return steps + ['verify']
+# The guide's Step 2 as data. Per fault, the steps that recover it, in order: action (restart, wait or
+# verify), compose service, what the operator is shown, and the checks of the security checklist
+# (_checklist.CHECKS) that prove the step. The guide: "restart the SPIRE agent ... Then wait 60 seconds
+# and restart cert-writer"; the wait is counted from the agent's restart (RESTART_WAIT, or the
+# ``restart_wait`` the caller gives). A step two faults share runs once (an agent fault restarts
+# cert-writer too). roles/incident_response/tasks/recover.yml runs these steps, nothing else.
+RESTART_WAIT = 60
+# A fresh SVID written, served, and accepted by the EventStore (the guide's checklist: "x509pop certs valid /
+# auto-rotating: successful EventStore writes"); nginx-federation back, serving it, with mTLS enforced.
+_WRITER_PROOF = ('cert_writer_running', 'svid_valid', 'served_svid_current', 'eventstore_writes_ok')
+_NGINX_PROOF = ('nginx_federation_accepting', 'served_svid_current', 'mtls_enforced')
+RECOVERY_STEPS = {
+    'spire_agent': (
+        ('restart', 'spire-agent', 'restart spire-agent', ('spire_agent_healthy',)),
+        ('wait', 'spire-agent', 'wait from the agent restart', ()),
+        ('restart', 'cert-writer', 'restart cert-writer', _WRITER_PROOF),
+    ),
+    'cert_writer': (
+        ('restart', 'cert-writer', 'restart cert-writer', _WRITER_PROOF),
+    ),
+    'nginx_federation': (
+        ('restart', 'nginx-federation', 'restart nginx-federation', _NGINX_PROOF),
+    ),
+}
+# Failing checks outside the plan's that the incident did not cause, that no restart fixes and that expose
+# nothing: reported with the recovery, neither waited for nor escalated. Any other failing check outside
+# the plan's (.env.operator readable by others, minting enabled, a default password, ...) is a finding
+# restarts cannot fix: escalated after the recovery, without waiting for it.
+REPORTED_CHECKS = ('images_up_to_date', 'secrets_age')
+NOT_CAUSED = 'not caused by this incident, not fixed by a restart'
+_PROVEN = ('pass', 'warn')
 
 
-def classify(evidence):
+def recovery_plan(faults, restart_wait=None):
+    """``{'steps', 'checks'}`` for the local ``faults``: the ordered steps (``action``, ``service``,
+    ``wait`` seconds counted from the restart of ``service``, ``checks``, ``text``), ending with a
+    ``verify`` step, and the checks that prove the whole recovery. No faults: no steps."""
+    wait = RESTART_WAIT if restart_wait is None else int(restart_wait)
+    steps, seen, checks = [], set(), []
+    for fault in [f for f in FAULTS if f in faults]:
+        for action, service, text, proof in RECOVERY_STEPS[fault]:
+            if (action, service) in seen:
+                continue
+            seen.add((action, service))
+            steps.append({'action': action, 'service': service, 'wait': wait if action == 'wait' else 0,
+                          'checks': list(proof), 'text': text})
+            checks.extend(c for c in proof if c not in checks)
+    if steps:
+        steps.append({'action': 'verify', 'service': None, 'wait': 0, 'checks': list(checks), 'text': 'verify'})
+    return {'steps': steps, 'checks': checks}
+
+
+def recovery_verdict(recovery, checklist, verified=None):
+    """Whether the restarts of ``recovery`` (:func:`recovery_plan`) recovered the stack, and whether to escalate.
+
+    ``checklist``: the ``security_checklist`` result after the restarts (or its ``results`` list; None or
+    without results when it did not run). ``verified``: the classification of the evidence collected after
+    the restarts (None: not considered). Recovered when that evidence is healthy and every check the plan
+    names passes (a warning passes; a skip because a prerequisite failed does not). Escalate when not
+    recovered, or when a check outside the plan fails that is not one of ``REPORTED_CHECKS``; those are
+    reported only.
+    """
+    proof = list((recovery or {}).get('checks') or [])
+    results = checklist.get('results') if isinstance(checklist, dict) else checklist
+    status = dict((r.get('id'), r.get('status')) for r in (results or []) if isinstance(r, dict))
+    failing = [c for c, s in status.items() if s == 'fail' and c not in proof]
+    reported = [c for c in failing if c in REPORTED_CHECKS]
+    findings = [c for c in failing if c not in REPORTED_CHECKS]
+    unproven = ['%s (%s)' % (c, status.get(c) or 'not evaluated') for c in proof if status.get(c) not in _PROVEN]
+    if verified is not None and verified.get('category') != 'healthy':
+        why = 'the evidence after the restarts is %s, not healthy' % (verified.get('category') or 'not collected')
+    elif not status:
+        why = 'the security checklist did not run after the restarts'
+    elif unproven:
+        why = 'the checks that prove it do not pass: %s' % ', '.join(unproven)
+    else:
+        why = ''
+    recovered = not why
+    not_caused = '%s (reported, not escalated): %s' % (NOT_CAUSED, ', '.join(reported)) if reported else ''
+    parts = ['recovered: %s pass' % ', '.join(proof) if recovered else 'not recovered: ' + why]
+    if findings:
+        parts.append('failing, not fixed by a restart (escalated): %s' % ', '.join(findings))
+    if not_caused:
+        parts.append(not_caused)
+    if not recovered:
+        reason = 'not recovered after the restarts'
+    elif findings:
+        reason = 'recovered, but failing checks that restarts cannot fix: %s' % ', '.join(findings)
+    else:
+        reason = ''
+    return {'recovered': recovered, 'escalate': bool(not recovered or findings), 'checks': proof, 'unproven': unproven,
+            'findings': findings, 'reported': reported, 'not_caused': not_caused, 'reason': reason,
+            'summary': '; '.join(parts)}
+
+
+def classify(evidence, restart_wait=None):
     """Decide the incident category and the guide's steps from collected ``evidence``.
+
+    The steps are ``recovery`` (:func:`recovery_plan`, with the wait of ``restart_wait`` seconds, default
+    ``RESTART_WAIT``); ``actions`` is their text, what the operator is shown.
 
     ``evidence`` keys: ``containers`` (service -> :func:`container_facts`),
     ``agent_healthcheck`` ({'rc', 'output'} or None), ``agent_signal`` (:func:`agent_signal`),
@@ -289,12 +376,12 @@ def classify(evidence):
     def result(category, faults=(), extra=None):
         faults = [f for f in FAULTS if f in faults]
         escalate = category in ('revoked', 'x509pop_expired', 'server_unreachable')
+        recovery = recovery_plan(faults if category == 'local_fault' else (), restart_wait)
+        actions = [step['text'] for step in recovery['steps']]
         if category == 'healthy':
             summary = 'Healthy: agent healthy, fresh SVID on the certs volume, nginx-federation serving it. Nothing to do.'
-            actions = []
         elif category == 'local_fault':
-            summary = 'Local fault (%s): the guide\'s Step 2 applies: %s.' % (', '.join(faults), ', '.join(_plan(faults)))
-            actions = _plan(faults)
+            summary = 'Local fault (%s): the guide\'s Step 2 applies: %s.' % (', '.join(faults), ', '.join(actions))
         else:
             summary = {
                 'revoked': 'The parent frame banned this agent or refuses its attestation: restarts cannot fix it. '
@@ -306,7 +393,7 @@ def classify(evidence):
                                       'stack cannot fix it. Check the network path, then contact the parent frame.',
             }[category]
             actions = ['escalate']
-        out = {'category': category, 'faults': faults, 'actions': actions, 'escalate': escalate,
+        out = {'category': category, 'faults': faults, 'actions': actions, 'recovery': recovery, 'escalate': escalate,
                'restart': category == 'local_fault', 'summary': summary, 'reasons': reasons,
                'guide': GUIDE_ESCALATION if escalate else ''}
         out.update(extra or {})

@@ -21,6 +21,10 @@ description:
     or its attestation is refused), V(x509pop_expired) and V(server_unreachable) are not fixed by restarts and call for
     escalation to the parent frame. V(local_fault) lists the faulty components in RV(classification.faults) and the
     guide's Step 2 actions in RV(classification.actions). V(healthy) means there is nothing to do.
+  - The recovery plan is data, RV(classification.recovery), the ordered steps (restart, wait, verify) that the
+    C(theprotocol.operator.incident_response) role runs, so the plan shown is the plan run, with the security
+    checklist checks that prove the recovery. The filter C(theprotocol.operator.recovery_verdict) judges the
+    checklist after the restarts against it.
   - Never collects a secret. The SVID key and the x509pop key are never read, container environments are not
     collected. One secret set is removed from every collected line, namely every value of the env file and of each of its
     backups (C(<env_file>.<stamp>.bak); old passwords stay in logs after a rotation), except public settings such as
@@ -66,6 +70,11 @@ options:
     description: Lines of the spire-agent log.
     type: int
     default: 200
+  restart_wait:
+    description:
+      - Seconds, counted from the spire-agent restart, before cert-writer is restarted, the C(wait) of the V(wait) step
+        in RV(classification.recovery). Without it, the guide's 60 s.
+    type: int
 notes:
   - Run with become (root) on the registry host; the module reads the stack directory and the certs volume.
   - Timestamps are ISO-8601 UTC with milliseconds, for example V(2026-06-04T12:00:00.000Z).
@@ -105,9 +114,40 @@ classification:
       type: list
       elements: str
     actions:
-      description: The planned steps, in order.
+      description: The planned steps, in order, as the operator is shown them (the C(text) of each step of
+        RV(classification.recovery.steps)), or V(escalate).
       type: list
       elements: str
+      sample: [restart spire-agent, wait from the agent restart, restart cert-writer, verify]
+    recovery:
+      description: The recovery plan of a V(local_fault) as data; empty lists for every other category.
+      type: dict
+      contains:
+        steps:
+          description:
+            - The steps in order, each with C(action) (V(restart), V(wait) or V(verify)), C(service) (the compose
+              service; V(null) for V(verify)), C(wait) (seconds counted from the restart of C(service); the
+              guide's 60 s on the V(wait) step, 0 on the others), C(checks) (the security checklist checks that prove
+              the step; on V(verify) all of RV(classification.recovery.checks)) and C(text) (what the operator is
+              shown).
+          type: list
+          elements: dict
+          sample:
+            - {action: restart, service: spire-agent, wait: 0, checks: [spire_agent_healthy], text: restart spire-agent}
+            - {action: wait, service: spire-agent, wait: 60, checks: [], text: wait from the agent restart}
+            - {action: restart, service: cert-writer, wait: 0, checks: [cert_writer_running, svid_valid,
+               served_svid_current, eventstore_writes_ok], text: restart cert-writer}
+            - {action: verify, service: null, wait: 0, checks: [spire_agent_healthy, cert_writer_running, svid_valid,
+               served_svid_current, eventstore_writes_ok], text: verify}
+        checks:
+          description:
+            - The security checklist checks that prove this recovery. The verification waits for these only.
+            - Another failing check is either reported, not escalated (C(images_up_to_date) and C(secrets_age), which
+              the incident did not cause and a restart cannot fix), or escalated after the recovery (a finding
+              restarts cannot fix, such as C(env_file_permissions)).
+          type: list
+          elements: str
+          sample: [spire_agent_healthy, cert_writer_running, svid_valid, served_svid_current, eventstore_writes_ok]
     restart:
       description: Whether restarts apply (only for V(local_fault)).
       type: bool
@@ -350,7 +390,7 @@ def collect(module, client):
         'server_reachable': reachable,
         'versions': versions,
     }
-    evidence['classification'] = inc.classify(evidence)
+    evidence['classification'] = inc.classify(evidence, params['restart_wait'])
     evidence = redactor.data(evidence)
     evidence['redacted_values'] = len(secrets)
     evidence['redaction_env_files'] = env_files
@@ -365,6 +405,7 @@ def main():
             auth_failure_lines=dict(type='int', default=20),
             registry_scan_lines=dict(type='int', default=5000),
             agent_log_lines=dict(type='int', default=200),
+            restart_wait=dict(type='int'),
         ),
         supports_check_mode=True,
     )
@@ -374,6 +415,8 @@ def main():
     for key in ('log_lines', 'auth_failure_lines', 'registry_scan_lines', 'agent_log_lines'):
         if params[key] < 1:
             problems.append('%s must be 1 or more, got %d.' % (key, params[key]))
+    if params['restart_wait'] is not None and params['restart_wait'] < 0:
+        problems.append('restart_wait must be 0 or more, got %d.' % params['restart_wait'])
     try:
         x509u.validate_trust_domain(params['trust_domain'])
         x509u.validate_operator_name(params['operator_name'])

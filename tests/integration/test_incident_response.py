@@ -109,7 +109,9 @@ def ran(result: dict, name: str) -> bool:
     return any(not r.get("skipped") for r in task_results(result, name))
 
 
-CHECKLIST_GREEN = "Verify the security checklist is green"
+# The recovery's checklist task (roles/incident_response/tasks/recover_verify.yml); the role waits for the checks
+# the plan names, these tests ask more of the lab stack: every check passes.
+CHECKLIST_GREEN = "Verify the security checklist (the checks that prove the recovery)"
 
 
 def checklist_green(result: dict) -> dict:

@@ -11,6 +11,7 @@ import datetime
 
 import pytest
 
+from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack
@@ -336,3 +337,149 @@ def test_agent_healthcheck_answer_beats_dockers_lagging_health(pki):
     assert inc.classify(ev)['category'] == 'healthy'
     ev['agent_healthcheck'] = {'rc': 1, 'output': 'Agent is unhealthy: unable to determine health'}
     assert inc.classify(ev)['faults'] == ['spire_agent']
+
+
+# --------------------------------------------------------------------------- recovery plan (data) and verdict
+
+def agent_killed(pki):
+    """The lab's case: spire-agent killed (docker kill: exit 137), the rest of the stack fine."""
+    ev = healthy_evidence(pki, pki.now)
+    ev['containers']['spire-agent'].update(status='exited', running=False, health='unhealthy', exit_code=137)
+    ev['agent_healthcheck'] = None
+    return ev
+
+
+def test_agent_fault_plan_is_the_guides_steps_with_the_checks_that_prove_them(pki):
+    result = inc.classify(agent_killed(pki))
+    proof = ['spire_agent_healthy', 'cert_writer_running', 'svid_valid', 'served_svid_current', 'eventstore_writes_ok']
+    assert result['recovery'] == {'checks': proof, 'steps': [
+        {'action': 'restart', 'service': 'spire-agent', 'wait': 0, 'checks': ['spire_agent_healthy'],
+         'text': 'restart spire-agent'},
+        {'action': 'wait', 'service': 'spire-agent', 'wait': 60, 'checks': [], 'text': 'wait from the agent restart'},
+        {'action': 'restart', 'service': 'cert-writer', 'wait': 0,
+         'checks': ['cert_writer_running', 'svid_valid', 'served_svid_current', 'eventstore_writes_ok'],
+         'text': 'restart cert-writer'},
+        {'action': 'verify', 'service': None, 'wait': 0, 'checks': proof, 'text': 'verify'},
+    ]}
+    # What the operator is shown is the plan that runs.
+    assert result['actions'] == [step['text'] for step in result['recovery']['steps']]
+    assert ', '.join(result['actions']) in result['summary']
+    # The wait is the caller's (the role's incident_response_restart_wait), only on the wait step.
+    steps = inc.classify(agent_killed(pki), restart_wait=90)['recovery']['steps']
+    assert [step['wait'] for step in steps] == [0, 90, 0, 0]
+
+
+@pytest.mark.parametrize('faults, services', [
+    (['cert_writer'], ['cert-writer']),
+    (['nginx_federation'], ['nginx-federation']),
+    (['spire_agent', 'cert_writer'], ['spire-agent', 'spire-agent', 'cert-writer']),  # cert-writer restarted once
+    (['nginx_federation', 'spire_agent'], ['spire-agent', 'spire-agent', 'cert-writer', 'nginx-federation']),
+])
+def test_plan_orders_the_steps_of_several_faults_and_runs_a_shared_step_once(faults, services):
+    plan = inc.recovery_plan(faults)
+    assert [step['service'] for step in plan['steps'][:-1]] == services
+    assert plan['steps'][-1]['action'] == 'verify' and plan['steps'][-1]['checks'] == plan['checks']
+    assert len(plan['checks']) == len(set(plan['checks']))
+
+
+def test_plan_of_the_classification_of_real_faults(pki):
+    ev = healthy_evidence(pki, pki.now)
+    ev['containers']['cert-writer'].update(status='exited', running=False, health='unhealthy')
+    assert inc.classify(ev)['recovery']['checks'] == ['cert_writer_running', 'svid_valid', 'served_svid_current',
+                                                      'eventstore_writes_ok']
+    ev = healthy_evidence(pki, pki.now)
+    ev['served'] = {'reachable': True, 'sha256_fingerprint': 'old', 'matches_svid': False}
+    assert inc.classify(ev)['recovery']['checks'] == ['nginx_federation_accepting', 'served_svid_current', 'mtls_enforced']
+
+
+def test_no_plan_without_a_local_fault(pki):
+    assert inc.classify(healthy_evidence(pki, pki.now))['recovery'] == {'steps': [], 'checks': []}
+    ev = healthy_evidence(pki, pki.now)
+    ev['containers']['spire-agent'].update(status='restarting', running=True, restarting=True, health='unhealthy')
+    ev['agent_signal'] = inc.agent_signal(lines(AGENT_BANNED))
+    ev['agent_healthcheck'] = None
+    result = inc.classify(ev)
+    assert result['recovery'] == {'steps': [], 'checks': []} and result['actions'] == ['escalate']
+
+
+def test_the_step_table_names_only_checks_of_the_checklist():
+    named = [c for steps in inc.RECOVERY_STEPS.values() for step in steps for c in step[3]]
+    assert set(named) | set(inc.REPORTED_CHECKS) <= set(cl.CHECKS)
+    assert set(inc.RECOVERY_STEPS) == set(inc.FAULTS)
+    assert not set(named) & set(inc.REPORTED_CHECKS)
+
+
+def checklist_after(*judged):
+    """What security_checklist returns after the restarts: the real judgements given, every other check passing."""
+    by_id = dict((r['id'], r) for r in judged)
+    results = [by_id.get(c) or cl.result(c, cl.PASS, 'passed on the lab') for c in cl.CHECK_IDS]
+    cl.apply_dependencies(results)
+    return dict(results=results, summary=cl.summarize(results))
+
+
+def newer_image_in_the_registry():
+    image = dict(ref='lab-registry:5000/registry:lab', running_digests=['sha256:' + 'a' * 64],
+                 registry_digest='sha256:' + 'b' * 64)
+    return cl.check_images_up_to_date(dict(registry=image))
+
+
+def env_file_mode(tmp_path, mode):
+    env = tmp_path / '.env.operator'
+    env.write_bytes(ENV)
+    env.chmod(mode)
+    info = env.stat()
+    return cl.check_env_file_permissions(str(env), dict(exists=True, is_file=True, is_symlink=False, mode=info.st_mode,
+                                                        uid=0, gid=0))
+
+
+def test_a_newer_image_is_reported_not_escalated(pki):
+    """Issue 14, on the lab: the only failing check was images_up_to_date, the agent was killed; the agent and
+    cert-writer came back, and the run retried until 248 s and escalated. Now: recovered, reported."""
+    plan = inc.classify(agent_killed(pki))['recovery']
+    after = checklist_after(newer_image_in_the_registry())
+    assert after['summary']['failed'] == ['images_up_to_date']
+    verdict = inc.recovery_verdict(plan, after, inc.classify(healthy_evidence(pki, pki.now)))
+    assert verdict['recovered'] and not verdict['escalate'] and verdict['reason'] == ''
+    assert verdict['reported'] == ['images_up_to_date'] and verdict['findings'] == [] and verdict['unproven'] == []
+    assert verdict['not_caused'] == ('not caused by this incident, not fixed by a restart (reported, not escalated): '
+                                     'images_up_to_date')
+    assert verdict['summary'] == ('recovered: spire_agent_healthy, cert_writer_running, svid_valid, served_svid_current, '
+                                  'eventstore_writes_ok pass; ' + verdict['not_caused'])
+
+
+def test_a_world_readable_env_file_is_escalated_after_the_recovery(pki, tmp_path):
+    plan = inc.recovery_plan(['cert_writer'])
+    verdict = inc.recovery_verdict(plan, checklist_after(env_file_mode(tmp_path, 0o644), newer_image_in_the_registry()))
+    assert verdict['recovered'] and verdict['escalate']
+    assert verdict['findings'] == ['env_file_permissions'] and verdict['reported'] == ['images_up_to_date']
+    assert verdict['reason'] == 'recovered, but failing checks that restarts cannot fix: env_file_permissions'
+    assert not inc.recovery_verdict(plan, checklist_after(env_file_mode(tmp_path, 0o600)))['escalate']
+
+
+def test_a_failing_proof_is_not_a_recovery(pki):
+    plan = inc.recovery_plan(['cert_writer'])
+    stopped = cl.check_cert_writer_running(dict(exists=True, running=False, status='exited'), [], None, 15, pki.now)
+    verdict = inc.recovery_verdict(plan, checklist_after(stopped, newer_image_in_the_registry()))
+    assert not verdict['recovered'] and verdict['escalate']
+    assert verdict['unproven'] == ['cert_writer_running (fail)'] and verdict['reason'] == 'not recovered after the restarts'
+    assert verdict['reported'] == ['images_up_to_date']
+    # A proof skipped because its prerequisite failed proves nothing, whether or not the plan names the prerequisite.
+    refused = cl.check_nginx_federation_accepting(dict(exists=True, running=True, status='running'),
+                                                  dict(error='connection refused'), 8443)
+    verdict = inc.recovery_verdict(plan, checklist_after(refused))
+    assert verdict['unproven'] == ['served_svid_current (skip)'] and verdict['escalate']
+
+
+def test_a_warning_proves_and_a_missing_checklist_does_not(pki):
+    plan = inc.recovery_plan(['nginx_federation'])
+    warned = cl.result('served_svid_current', cl.WARN, 'serves the SVID, which expires soon')
+    assert inc.recovery_verdict(plan, checklist_after(warned))['recovered']
+    skipped = {'changed': False, 'skipped': True, 'skip_reason': 'Conditional result was False'}
+    verdict = inc.recovery_verdict(plan, skipped, {'category': 'local_fault'})
+    assert not verdict['recovered'] and verdict['escalate']
+    assert verdict['summary'] == 'not recovered: the evidence after the restarts is local_fault, not healthy'
+    failed = {'failed': True, 'msg': 'Docker is not reachable'}
+    assert inc.recovery_verdict(plan, failed, {'category': 'healthy'})['summary'] == (
+        'not recovered: the security checklist did not run after the restarts')
+    assert inc.recovery_verdict(plan, checklist_after(), {})['summary'] == (
+        'not recovered: the evidence after the restarts is not collected, not healthy')

@@ -34,6 +34,7 @@ def run_main(capsys, args):
     ({'registry_name': 'acme', 'operator_name': 'Acme!'}, 'operator name'),
     ({'registry_name': 'acme', 'operator_name': 'acme', 'log_lines': 0}, 'log_lines must be 1 or more'),
     ({'registry_name': 'acme', 'operator_name': 'acme', 'federation_port': 70000}, 'federation_port'),
+    ({'registry_name': 'acme', 'operator_name': 'acme', 'restart_wait': -1}, 'restart_wait must be 0 or more'),
 ])
 def test_bad_input_fails_before_docker(capsys, monkeypatch, args, message):
     monkeypatch.setattr(mod.docker, 'DockerClient', lambda **kw: pytest.fail('docker reached'))
@@ -113,6 +114,17 @@ def test_collect_redacts_every_secret(capsys, monkeypatch, tmp_path, pki):
     # nginx does not answer: a local fault of nginx-federation only.
     assert result['classification']['category'] == 'local_fault'
     assert 'nginx_federation' in result['classification']['faults']
+    assert result['classification']['recovery'] == mod.inc.recovery_plan(result['classification']['faults'])
+
+
+def test_the_documented_plan_is_the_plan():
+    """RETURN's samples of classification.recovery are what classify returns for an agent fault."""
+    import yaml
+    doc = yaml.safe_load(mod.RETURN)['classification']['contains']
+    plan = mod.inc.recovery_plan(['spire_agent'])
+    assert doc['recovery']['contains']['steps']['sample'] == plan['steps']
+    assert doc['recovery']['contains']['checks']['sample'] == plan['checks']
+    assert doc['actions']['sample'] == [step['text'] for step in plan['steps']]
 
 
 # Issue 12: the evidence bundle is built from one secret set, the current env file and every backup.
