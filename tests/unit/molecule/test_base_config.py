@@ -4,29 +4,30 @@ Molecule deep-merges each scenario's molecule.yml over the base config: mappings
 other value (a list too) replaces the base config's as a whole. A scenario that wrote its own
 ``platforms`` would therefore lose the lab host's capabilities, cgroup, volumes and network. Each
 scenario's config is loaded the way Molecule loads it - with Molecule's own ``Config`` when Molecule
-is installed (``make unit``), else with its merge re-implemented (``ansible-test units``, which
-installs no Molecule) - and checked for everything the scenarios share. Also: every role has a
-scenario, every scenario has its integration test module, and the scenarios that onboard an
-operator on the shared lab frame use names of their own.
+is installed (``make unit``; in a subprocess, so that Molecule's imports leave this process alone),
+else with its merge re-implemented (``ansible-test units``, which installs no Molecule) - and checked
+for everything the scenarios share. Also: every role has a scenario, every scenario has its
+integration test module, and the scenarios that onboard an operator on the shared lab frame use
+names of their own.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import os
 import re
 import string
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-try:
-    from molecule import config as molecule_config
-    from molecule import util as molecule_util
-except ImportError:  # ansible-test units: the documented merge below
-    molecule_config = molecule_util = None
+# ansible-test units installs no Molecule: the documented merge below, alone.
+HAVE_MOLECULE = importlib.util.find_spec("molecule") is not None
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = REPO / ".config" / "molecule" / "config.yml"
@@ -64,33 +65,56 @@ def documented_load(scenario):
     return merged
 
 
-def molecule_load(scenario, ephemeral):
-    """The config Molecule runs ``molecule test -s <scenario>`` with: its ``Config`` over the scenario's
-    molecule.yml with the base config (found by Molecule's own lookup from the repository root)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(REPO)
-        # Molecule asks ansible-config (next to this Python in the virtualenv) for Ansible's settings.
-        mp.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-        # The scenario's state file goes there, not into the cache a real run uses.
-        mp.setenv("MOLECULE_EPHEMERAL_DIRECTORY", str(ephemeral))
-        mp.delenv("MOLECULE_PROJECT_DIRECTORY", raising=False)
-        found = molecule_util.lookup_config_file(".config/molecule/config.yml")
-        assert found and Path(found).resolve() == BASE.resolve(), found
-        cfg = molecule_config.Config(molecule_file=str(MOLECULE_DIR / scenario / "molecule.yml"),
-                                     args={"base_config": [found]}, command_args={"subcommand": "test"})
-        return cfg.config_data, [p["name"] for p in cfg.platforms.instances]
+# Run by molecule_load() in a subprocess: argv[1] the base config, argv[2] a directory for the scenarios'
+# state files (not the cache a real run uses), argv[3:] the scenarios' molecule.yml.
+MOLECULE_LOADER = """
+import json, os, sys
+from molecule import config, util
+base, ephemeral, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+found = util.lookup_config_file(".config/molecule/config.yml")
+out = {"found": found, "scenarios": {}}
+for path in files:
+    scenario = os.path.basename(os.path.dirname(path))
+    os.environ["MOLECULE_EPHEMERAL_DIRECTORY"] = os.path.join(ephemeral, scenario)
+    cfg = config.Config(molecule_file=path, args={"base_config": [found]}, command_args={"subcommand": "test"})
+    out["scenarios"][scenario] = [cfg.config_data, [p["name"] for p in cfg.platforms.instances]]
+with open(base) as stream:
+    shared = util.safe_load(stream.read())
+out["list_merge"] = util.merge_dicts(shared, {"platforms": [{"name": "molecule-x"}]})["platforms"]
+print(json.dumps(out))
+"""
+
+
+def molecule_load(ephemeral):
+    """The configs Molecule runs ``molecule test -s <scenario>`` with: its ``Config`` over each scenario's
+    molecule.yml and the base config that Molecule's own lookup finds from the repository root."""
+    env = dict(os.environ)
+    # Molecule asks ansible-config (next to this Python in the virtualenv) for Ansible's settings.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.pop("MOLECULE_PROJECT_DIRECTORY", None)
+    files = [str(MOLECULE_DIR / scenario / "molecule.yml") for scenario in SCENARIOS]
+    proc = subprocess.run([sys.executable, "-c", MOLECULE_LOADER, str(BASE), str(ephemeral)] + files, cwd=str(REPO),
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["found"] and Path(out["found"]).resolve() == BASE.resolve(), out["found"]
+    return out
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
+def molecule_out(tmp_path_factory):
+    return molecule_load(tmp_path_factory.mktemp("molecule")) if HAVE_MOLECULE else None
+
+
+@pytest.fixture(scope="module")
+def loaded(molecule_out):
     """scenario -> (merged config, instance names)."""
+    if molecule_out is not None:
+        return dict((scenario, tuple(value)) for scenario, value in molecule_out["scenarios"].items())
     out = {}
     for scenario in SCENARIOS:
-        if molecule_config is not None:
-            out[scenario] = molecule_load(scenario, tmp_path_factory.mktemp(scenario))
-        else:
-            data = documented_load(scenario)
-            out[scenario] = data, [p["name"] for p in data.get("platforms", [])]
+        data = documented_load(scenario)
+        out[scenario] = data, [p["name"] for p in data.get("platforms", [])]
     return out
 
 
@@ -160,13 +184,12 @@ def test_test_sequence(loaded, scenario):
     assert sequence == [step for step in full if step not in LEFT_OUT.get(scenario, [])]
 
 
-def test_scenarios_leave_the_platform_to_the_base_config():
+def test_scenarios_leave_the_platform_to_the_base_config(molecule_out):
     """A list is replaced, not merged: a scenario's ``platforms`` would drop every shared setting."""
-    shared = base()
-    merged = merge_dicts(shared, {"platforms": [{"name": "molecule-x"}]})
+    merged = merge_dicts(base(), {"platforms": [{"name": "molecule-x"}]})
     assert merged["platforms"] == [{"name": "molecule-x"}]
-    if molecule_util is not None:
-        assert molecule_util.merge_dicts(shared, {"platforms": [{"name": "molecule-x"}]}) == merged
+    if molecule_out is not None:
+        assert molecule_out["list_merge"] == [{"name": "molecule-x"}]
     for scenario in SCENARIOS:
         own = yaml.safe_load((MOLECULE_DIR / scenario / "molecule.yml").read_text()) or {}
         assert "platforms" not in own, scenario
@@ -179,7 +202,7 @@ def test_instance_names_are_unique(loaded):
     assert not [n for n in names if "$" in n or "{" in n]
 
 
-@pytest.mark.skipif(molecule_config is None, reason="Molecule is not installed (ansible-test units)")
+@pytest.mark.skipif(not HAVE_MOLECULE, reason="Molecule is not installed (ansible-test units)")
 def test_documented_merge_agrees_with_molecule(loaded):
     for scenario in SCENARIOS:
         data, dummy = loaded[scenario]
