@@ -2,18 +2,27 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The security checklist of the operator guide, as pure judgements (private to this collection).
+"""The security checklist of the operator guide: the check table and its judgements (private to this collection).
 
-Every ``check_*`` function takes facts that the ``security_checklist`` module gathered
-(container states, log lines, file contents, probe outcomes) and returns one result
-dict: ``id``, ``title``, ``status`` (pass / warn / fail / skip), ``evidence`` (a list of
-short sentences, never a secret value), ``remediation`` (the guide's step to take).
+:data:`CHECKS` declares each check once, in the guide's order: its id, title, remediation, the checks
+it ``requires``, the ``facts`` it reads (names of ``_observe.FACTS``), its ``judge`` and, for the one
+check that may look again, a :class:`Recheck`. :func:`run` is the runner: a loop over the table that
+judges the facts the ``_observe`` gatherer returned (or a fact set recorded on the lab), then applies
+the dependencies.
+
+Every ``judge_*`` function picks its facts and calls a ``check_*`` function, a pure judgement over
+plain values (container states, log lines, file contents, probe outcomes) that returns one result
+dict: ``id``, ``title``, ``status`` (pass / warn / fail / skip), ``evidence`` (a list of short
+sentences, never a secret value), ``remediation`` (the guide's step to take).
 No Ansible imports, no I/O.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
+import ssl
+import time
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
@@ -40,99 +49,20 @@ FEDERATION_ENDPOINTS = (
 )
 LEGACY_HEADER = 'X-Federation-License'
 REFUSED = (401, 403)
+# How svid_valid names the three files of the certs volume (also in what the gatherer says about the key).
+SVID_FILE_LABELS = ('SVID file svid.pem', 'SVID key file svid_key.pem', 'trust bundle bundle.pem')
 
-_G = 'Operator guide, '
-# id -> (title, remediation, checks this one needs to be meaningful)
-CHECKS = {
-    'spire_agent_healthy': (
-        'SPIRE agent healthy and holding a usable identity',
-        _G + 'Security Incident Response, Step 2: run `docker exec <registry>-spire-agent /opt/spire/bin/spire-agent '
-        'healthcheck`; if unhealthy or without an identity, `docker compose -f docker-compose.operator.yml restart '
-        'spire-agent`, wait 60 s, restart cert-writer. An agent that is banned, or has no registration entry for '
-        'the registry, needs the operator of the parent frame (Step 3: Escalate).',
-        ()),
-    'cert_writer_running': (
-        'cert-writer running and writing fresh SVIDs',
-        _G + 'Security Incident Response, Step 1 (`docker logs <registry>-cert-writer --tail 50`) and Step 2: '
-        '`docker compose -f docker-compose.operator.yml restart cert-writer` after the agent is healthy.',
-        ('spire_agent_healthy',)),
-    'nginx_federation_accepting': (
-        'nginx-federation accepting connections',
-        _G + 'Security Checklist, "nginx-federation accepting connections": `curl -k https://localhost:'
-        '<federation-port>/health`; check `docker logs <registry>-nginx-federation --tail 50` (Step 1) and '
-        'start the service with `docker compose -f docker-compose.operator.yml up -d nginx-federation`.',
-        ()),
-    'svid_valid': (
-        'Registry SVID valid (SPIFFE ID, chain to the bundle, time left)',
-        _G + 'Trust Domain (spiffe://<trust-domain>/service/registry-<operator-name>) and Security Incident '
-        'Response Step 2: restart spire-agent, then cert-writer; a wrong SPIFFE ID or trust domain needs the '
-        'parent frame (Step 3: Escalate).',
-        ()),
-    'served_svid_current': (
-        'nginx-federation serves the SVID on the volume',
-        _G + 'Components, nginx-federation "reads certs from shared volume": nginx does not re-read certificates by '
-        'itself; reload it (`docker exec <registry>-nginx-federation nginx -s reload`) or restart it with '
-        '`docker compose -f docker-compose.operator.yml restart nginx-federation`.',
-        ('nginx_federation_accepting', 'svid_valid')),
-    'eventstore_writes_ok': (
-        'EventStore writes succeed (no 401/403 in the window)',
-        _G + 'Security Checklist, "SPIRE x509pop certs valid / auto-rotating": check registry logs for 401/403 '
-        '(`docker logs <registry>-registry 2>&1 | grep -i "401\\|403\\|unauthorized"`); a 403 after a valid SVID '
-        'means the attestation may be revoked: contact the operator of your parent frame (SPIRE Attestation '
-        'Revocation, Step 3: Escalate).',
-        # A registry started with minting enabled or mTLS not required refuses to run (and so to write).
-        ('svid_valid', 'minting_disabled', 'mtls_enforced')),
-    'mtls_enforced': (
-        'mTLS enforced (EVENTSTORE_MTLS_REQUIRED; federation endpoints refuse no, untrusted and non-registry '
-        'certificates, the legacy and forged headers; accept a registry SVID)',
-        _G + 'Federation Authentication and Endpoints Protected by Federation Auth: set EVENTSTORE_MTLS_REQUIRED=true '
-        'in .env.operator, recreate the registry (`docker compose -f docker-compose.operator.yml up -d`), and keep '
-        '`ssl_verify_client` with the SPIRE bundle and the SPIFFE ID allow-list (registries only: '
-        'spiffe://<trust-domain>/service/registry-*, role variable operator_stack_federation_allowed_spiffe_ids) on '
-        'every federation endpoint of nginx-federation; redeploy with site.yml to restore the role\'s configuration.',
-        ('nginx_federation_accepting',)),
-    'minting_disabled': (
-        'Minting disabled (.env.operator and running registry)',
-        _G + 'Why Minting is Disabled and Security Checklist "Minting disabled": MINTING_AUTHORITY=disabled in '
-        '.env.operator, then recreate the registry with `docker compose -f docker-compose.operator.yml up -d` so the '
-        'running container uses it.',
-        ()),
-    'db_passwords_not_default': (
-        'Database passwords generated, not reused, and live',
-        _G + 'Security Checklist "Database passwords not default" and Secret Rotation: generate new credentials '
-        '(theprotocol.operator secret rotation, which changes the live PostgreSQL/Redis credentials too; '
-        'the guide\'s plain `down`/`up -d` locks the registry out of PostgreSQL).',
-        ()),
-    'images_up_to_date': (
-        'Docker images up to date',
-        _G + 'Security Checklist "Docker images up to date": `docker compose -f docker-compose.operator.yml pull` '
-        'then `docker compose -f docker-compose.operator.yml up -d`.',
-        ()),
-    'x509pop_cert_expiry': (
-        'x509pop attestation certificate not near expiry',
-        _G + 'Overview and SPIRE Attestation Revocation: an expired x509pop certificate stops the agent at its next '
-        'rotation; ask the operator of your parent frame for a new attestation certificate (onboarding) before it '
-        'expires, then redeploy the stack.',
-        ()),
-    'env_file_permissions': (
-        '.env.operator mode 0600, owned by root',
-        _G + 'Secret Rotation (".env.operator" holds the stack secrets): `chown root:root .env.operator && '
-        'chmod 0600 .env.operator`; rotate the secrets if others could read them.',
-        ()),
-    'secrets_rotation_complete': (
-        'No unfinished secret rotation; Redis accepts one password',
-        _G + 'Secret Rotation, done live by theprotocol.operator: run `rotate_secrets.yml` with '
-        '`theprotocol_rotation_action=resume` (it finishes the rotation recorded in .env.operator.rotation.json when '
-        'its new values are live, rolls it back when they are not); a second Redis password outside a rotation is '
-        'dropped by the next rotation, which leaves Redis exactly one.',
-        ()),
-    'secrets_age': (
-        'Secrets rotated within the maximum age',
-        _G + 'Secret Rotation: rotate the secrets with theprotocol.operator\'s `rotate_secrets.yml` (live, verified, '
-        'rolled back on failure); it records each new value\'s date in .env.operator.rotation.json.',
-        ()),
-}
-CHECK_IDS = tuple(CHECKS)
+# One check of the table (:data:`CHECKS`, keyed by its id): ``title``, ``remediation`` (the guide's
+# step), ``requires`` (checks this one needs to be meaningful: it is skipped when one of them failed),
+# ``facts`` (the names of ``_observe.FACTS`` that ``judge`` reads; the module gathers only the facts
+# of the selected checks), ``judge`` (facts -> result) and ``recheck`` (a :class:`Recheck` or None).
+Check = collections.namedtuple('Check', 'title remediation requires facts judge recheck', defaults=(None,))
+# Judge again on fresh facts while a result may be a passing moment (the one check that re-probes:
+# served_svid_current, while nginx-federation reloads a rotated SVID). While ``wanted(result)`` and for
+# at most ``facts['options'][grace_option]`` seconds, the runner waits ``interval`` s, gathers the
+# ``facts`` again (the gatherer's ``refresh``) and judges them; a result that passes then gets
+# ``note % grace`` in its evidence.
+Recheck = collections.namedtuple('Recheck', 'facts grace_option wanted note interval')
 
 
 class ChecklistError(Exception):
@@ -147,7 +77,7 @@ def result(check_id, status, evidence, **details):
         raise ChecklistError('Unknown check %r.' % (check_id,))
     if status not in STATUSES:
         raise ChecklistError('Unknown status %r.' % (status,))
-    title, remediation, requires = CHECKS[check_id]
+    title, remediation, requires = CHECKS[check_id][:3]
     if isinstance(evidence, str):
         evidence = [evidence]
     out = dict(id=check_id, title=title, status=status, evidence=list(evidence),
@@ -355,13 +285,20 @@ def check_nginx_federation_accepting(container, health, port):
     return result('nginx_federation_accepting', FAIL, [reason] + ([problem.capitalize()] if problem else []))
 
 
-def check_svid_valid(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_remaining, now):
+def check_svid_valid(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_remaining, now, key=None):
     """The registry SVID on the volume: expected SPIFFE ID, chain to the bundle, key match, time left
-    (``_x509.svid_verdict``)."""
+    (``_x509.svid_verdict``).
+
+    The key is ``key_pem`` (None: not checked) or, from the facts, ``key``: what the gatherer found
+    of svid_key.pem (``dict(present, matches_svid, error)``, ``_observe.svid_key_facts``; the key
+    itself never enters the facts).
+    """
     if not svid_pem or not bundle_pem:
         return result('svid_valid', FAIL, 'SVID or trust bundle missing on the certs volume (svid.pem, bundle.pem).')
     svid = x509u.svid_verdict(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_remaining=min_remaining, now=now,
-                              labels=('SVID file svid.pem', 'SVID key file svid_key.pem', 'trust bundle bundle.pem'))
+                              labels=SVID_FILE_LABELS)
+    if key is not None:
+        svid = dict(svid, key_matches=key.get('matches_svid'), key_error=key.get('error'))
     if svid['error'] or svid['bundle_error']:
         return result('svid_valid', FAIL, svid['error'] or svid['bundle_error'])
     failures, evidence = [], []
@@ -597,8 +534,26 @@ def check_minting_disabled(env_value, container_value, container=None):
     return result('minting_disabled', PASS, 'MINTING_AUTHORITY=disabled in .env.operator and in the running registry')
 
 
-def check_db_passwords_not_default(values, live, containers=None):
-    """``values``: key -> value from .env.operator (secrets); ``live``: key -> _live_auth verdict
+def credential_facts(values):
+    """What the checklist needs to know of the credentials' values, without the values.
+
+    ``values``: key -> value from .env.operator. Returns ``dict(credentials, reused)``:
+    ``credentials``: key -> ``dict(set, weakness)`` for each key of :data:`SECRET_KEYS` (``weakness``:
+    ``_secrets.weakness``, None when it is not weak or not set); ``reused``: the lists of keys
+    that hold the same value.
+    """
+    credentials, seen = {}, {}
+    for key in SECRET_KEYS:
+        value = values.get(key)
+        credentials[key] = dict(set=bool(value), weakness=_secrets.weakness(value, key) if value else None)
+        if value:
+            seen.setdefault(value, []).append(key)
+    return dict(credentials=credentials, reused=[keys for keys in seen.values() if len(keys) > 1])
+
+
+def check_db_passwords_not_default(values, live, containers=None, credentials=None):
+    """``values``: key -> value from .env.operator (secrets), or ``credentials``: the
+    :func:`credential_facts` of them (what the gatherer keeps); ``live``: key -> _live_auth verdict
     (dict(ok, state, reason)); ``containers``: key -> info of the server's container.
 
     Fails unless every key is in .env.operator, generated-looking and not reused, and its server
@@ -607,28 +562,25 @@ def check_db_passwords_not_default(values, live, containers=None):
     """
     failures, evidence = [], []
     containers = containers or {}
+    if credentials is None:
+        credentials = credential_facts(values)
+    facts = credentials['credentials']
     for key in SECRET_KEYS:
-        if not values.get(key):
+        if not facts[key]['set']:
             failures.append('%s is absent from .env.operator' % key)
             continue
-        reason = _secrets.weakness(values.get(key), key)
+        reason = facts[key]['weakness']
         if reason:
             failures.append('%s %s' % (key, reason))
-    seen = {}
-    for key in SECRET_KEYS:
-        value = values.get(key)
-        if value:
-            seen.setdefault(value, []).append(key)
-    for keys in seen.values():
-        if len(keys) > 1:
-            failures.append('%s hold the same value (reused)' % ' and '.join(keys))
+    for keys in credentials['reused']:
+        failures.append('%s hold the same value (reused)' % ' and '.join(keys))
     if not failures:
         evidence.append('%s: generated-looking, not default, not reused' % ', '.join(SECRET_KEYS))
     for key in DB_SECRET_KEYS:
         service = 'PostgreSQL' if key == 'POSTGRES_PASSWORD' else 'Redis'
         outcome = live.get(key)
         if outcome is None:
-            if values.get(key):
+            if facts[key]['set']:
                 info = containers.get(key) or {}
                 state = 'does not exist' if not info.get('exists') else 'is %s' % (info.get('status') or 'not running')
                 failures.append('%s cannot be checked against %s: container %s %s' % (
@@ -756,3 +708,306 @@ def check_secrets_age(ages, max_days):
     if old or unknown:
         return result('secrets_age', WARN, old + unknown + evidence, oldest=oldest, max_days=max_days)
     return result('secrets_age', PASS, evidence or 'no secret in .env.operator', oldest=oldest, max_days=max_days)
+
+
+# --------------------------------------------------------------------------- judgements over the facts
+# Each judge_<id> reads the facts its table entry names (see _observe.FACTS for their shapes) and
+# calls its check_* function. The base facts (checked_at, stack, options) are always there.
+
+def _now(facts):
+    return parse_timestamp(facts['checked_at'])
+
+
+def _option(facts, name):
+    return facts['options'][name]
+
+
+def _container(facts, service):
+    return facts['containers'].get(service) or dict(exists=False, name=service)
+
+
+def _log(facts, name):
+    """A log fact (``docker logs --timestamps`` lines) as ``[(time, line)]``."""
+    return _logs.split_docker_log('\n'.join(facts.get(name) or []))
+
+
+def _served_der(health):
+    """The DER of the certificate nginx-federation presented (a PEM in the facts), or None."""
+    pem = (health or {}).get('served_certificate_pem')
+    return ssl.PEM_cert_to_DER_cert(pem) if pem else None
+
+
+def _setting(facts, key):
+    return facts['env']['settings'].get(key)
+
+
+def judge_spire_agent_healthy(facts):
+    return check_spire_agent_healthy(_container(facts, 'spire-agent'), facts.get('agent_healthcheck'),
+                                     facts.get('agent_svid'), facts['svid_files']['bundle_pem'],
+                                     facts['stack']['trust_domain'], _log(facts, 'agent_log'),
+                                     _log(facts, 'cert_writer_log'), _now(facts), facts.get('x509pop_cert'))
+
+
+def judge_cert_writer_running(facts):
+    return check_cert_writer_running(_container(facts, 'cert-writer'), _log(facts, 'cert_writer_log'),
+                                     parse_timestamp(facts['svid_files']['written_at']),
+                                     _option(facts, 'cert_writer_interval'), _now(facts))
+
+
+def judge_nginx_federation_accepting(facts):
+    return check_nginx_federation_accepting(_container(facts, 'nginx-federation'), facts.get('federation_health'),
+                                            facts['stack']['federation_port'])
+
+
+def judge_svid_valid(facts, min_remaining=None):
+    files = facts['svid_files']
+    if min_remaining is None:
+        min_remaining = _option(facts, 'svid_min_remaining_seconds')
+    return check_svid_valid(files['svid_pem'], None, files['bundle_pem'], facts['stack']['registry_spiffe_id'],
+                            min_remaining, _now(facts), key=files['key'])
+
+
+def judge_served_svid_current(facts):
+    health = facts.get('federation_health') or {}
+    return check_served_svid_current(_served_der(health), health.get('error'), facts['svid_files']['svid_pem'],
+                                     _now(facts))
+
+
+def _rotation_in_progress(res):
+    """The served and the written SVID are both certificates, and differ: maybe nginx is reloading."""
+    return res['status'] == FAIL and bool(res['details'].get('volume_serial'))
+
+
+def judge_eventstore_writes_ok(facts):
+    return check_eventstore_writes_ok(_container(facts, 'registry'), _log(facts, 'registry_log'),
+                                      _option(facts, 'eventstore_window'), _now(facts))
+
+
+# The probes that present our registry SVID (or its header form): they only mean something when it is valid.
+_OWN_SVID_PROBES = ('legacy_header', 'registry_svid', 'forged_header')
+
+
+def judge_mtls_enforced(facts):
+    probes = facts['mtls_probes']
+    matrix = dict(probes['matrix'])
+    unavailable = dict(probes['unavailable'])
+    if judge_svid_valid(facts, min_remaining=0)['status'] != PASS:
+        for probe_id in _OWN_SVID_PROBES:
+            matrix.pop(probe_id, None)
+            unavailable[probe_id] = 'our registry SVID is not valid (see svid_valid)'
+    registry = _container(facts, 'registry')
+    return check_mtls_enforced(_setting(facts, 'EVENTSTORE_MTLS_REQUIRED'),
+                               (registry.get('env') or {}).get('EVENTSTORE_MTLS_REQUIRED'), matrix, registry,
+                               unavailable, probes['identities'])
+
+
+def judge_minting_disabled(facts):
+    registry = _container(facts, 'registry')
+    return check_minting_disabled(_setting(facts, 'MINTING_AUTHORITY'),
+                                  (registry.get('env') or {}).get('MINTING_AUTHORITY'), registry)
+
+
+def judge_db_passwords_not_default(facts):
+    env = facts['env']
+    return check_db_passwords_not_default(None, facts.get('live_auth') or {},
+                                          dict((k, _container(facts, DB_SECRET_SERVICES[k])) for k in DB_SECRET_KEYS),
+                                          credentials=dict(credentials=env['credentials'], reused=env['reused']))
+
+
+def judge_images_up_to_date(facts):
+    return check_images_up_to_date(facts.get('images') or {})
+
+
+def judge_x509pop_cert_expiry(facts):
+    return check_x509pop_cert_expiry(facts.get('x509pop_cert'), _option(facts, 'x509pop_warn_days'), _now(facts))
+
+
+def judge_env_file_permissions(facts):
+    return check_env_file_permissions(facts['env']['path'], facts['env']['stat'])
+
+
+def judge_secrets_rotation_complete(facts):
+    journal, redis = facts['journal'], facts['redis_passwords']
+    return check_secrets_rotation_complete(journal['rotation'], journal['error'], redis['count'], redis['reason'])
+
+
+def judge_secrets_age(facts):
+    return check_secrets_age(facts['journal']['secret_ages'], _option(facts, 'secret_max_age_days'))
+
+
+# --------------------------------------------------------------------------- the table
+
+_G = 'Operator guide, '
+CHECKS = dict((
+    ('spire_agent_healthy', Check(
+        title='SPIRE agent healthy and holding a usable identity',
+        remediation=_G + 'Security Incident Response, Step 2: run `docker exec <registry>-spire-agent '
+        '/opt/spire/bin/spire-agent healthcheck`; if unhealthy or without an identity, `docker compose -f '
+        'docker-compose.operator.yml restart spire-agent`, wait 60 s, restart cert-writer. An agent that is banned, '
+        'or has no registration entry for the registry, needs the operator of the parent frame (Step 3: Escalate).',
+        requires=(),
+        facts=('containers', 'agent_healthcheck', 'agent_svid', 'svid_files', 'agent_log', 'cert_writer_log',
+               'x509pop_cert'),
+        judge=judge_spire_agent_healthy)),
+    ('cert_writer_running', Check(
+        title='cert-writer running and writing fresh SVIDs',
+        remediation=_G + 'Security Incident Response, Step 1 (`docker logs <registry>-cert-writer --tail 50`) and '
+        'Step 2: `docker compose -f docker-compose.operator.yml restart cert-writer` after the agent is healthy.',
+        requires=('spire_agent_healthy',),
+        facts=('containers', 'cert_writer_log', 'svid_files'),
+        judge=judge_cert_writer_running)),
+    ('nginx_federation_accepting', Check(
+        title='nginx-federation accepting connections',
+        remediation=_G + 'Security Checklist, "nginx-federation accepting connections": `curl -k https://localhost:'
+        '<federation-port>/health`; check `docker logs <registry>-nginx-federation --tail 50` (Step 1) and '
+        'start the service with `docker compose -f docker-compose.operator.yml up -d nginx-federation`.',
+        requires=(),
+        facts=('containers', 'federation_health'),
+        judge=judge_nginx_federation_accepting)),
+    ('svid_valid', Check(
+        title='Registry SVID valid (SPIFFE ID, chain to the bundle, time left)',
+        remediation=_G + 'Trust Domain (spiffe://<trust-domain>/service/registry-<operator-name>) and Security '
+        'Incident Response Step 2: restart spire-agent, then cert-writer; a wrong SPIFFE ID or trust domain needs '
+        'the parent frame (Step 3: Escalate).',
+        requires=(),
+        facts=('svid_files',),
+        judge=judge_svid_valid)),
+    ('served_svid_current', Check(
+        title='nginx-federation serves the SVID on the volume',
+        remediation=_G + 'Components, nginx-federation "reads certs from shared volume": nginx does not re-read '
+        'certificates by itself; reload it (`docker exec <registry>-nginx-federation nginx -s reload`) or restart it '
+        'with `docker compose -f docker-compose.operator.yml restart nginx-federation`.',
+        requires=('nginx_federation_accepting', 'svid_valid'),
+        facts=('federation_health', 'svid_files'),
+        judge=judge_served_svid_current,
+        # A rotation caught between the cert-writer's swap and nginx's reload (nginx-federation polls the
+        # certs volume every few seconds): probe again for up to served_svid_grace seconds.
+        recheck=Recheck(facts=('federation_health', 'svid_files'), grace_option='served_svid_grace',
+                        wanted=_rotation_in_progress, interval=1,
+                        note='caught a rotation in progress: nginx served the new SVID within %d s'))),
+    ('eventstore_writes_ok', Check(
+        title='EventStore writes succeed (no 401/403 in the window)',
+        remediation=_G + 'Security Checklist, "SPIRE x509pop certs valid / auto-rotating": check registry logs for '
+        '401/403 (`docker logs <registry>-registry 2>&1 | grep -i "401\\|403\\|unauthorized"`); a 403 after a valid '
+        'SVID means the attestation may be revoked: contact the operator of your parent frame (SPIRE Attestation '
+        'Revocation, Step 3: Escalate).',
+        # A registry started with minting enabled or mTLS not required refuses to run (and so to write).
+        requires=('svid_valid', 'minting_disabled', 'mtls_enforced'),
+        facts=('containers', 'registry_log'),
+        judge=judge_eventstore_writes_ok)),
+    ('mtls_enforced', Check(
+        title='mTLS enforced (EVENTSTORE_MTLS_REQUIRED; federation endpoints refuse no, untrusted and non-registry '
+        'certificates, the legacy and forged headers; accept a registry SVID)',
+        remediation=_G + 'Federation Authentication and Endpoints Protected by Federation Auth: set '
+        'EVENTSTORE_MTLS_REQUIRED=true in .env.operator, recreate the registry (`docker compose -f '
+        'docker-compose.operator.yml up -d`), and keep `ssl_verify_client` with the SPIRE bundle and the SPIFFE ID '
+        'allow-list (registries only: spiffe://<trust-domain>/service/registry-*, role variable '
+        'operator_stack_federation_allowed_spiffe_ids) on every federation endpoint of nginx-federation; redeploy '
+        'with site.yml to restore the role\'s configuration.',
+        requires=('nginx_federation_accepting',),
+        facts=('env', 'containers', 'mtls_probes', 'svid_files'),
+        judge=judge_mtls_enforced)),
+    ('minting_disabled', Check(
+        title='Minting disabled (.env.operator and running registry)',
+        remediation=_G + 'Why Minting is Disabled and Security Checklist "Minting disabled": MINTING_AUTHORITY=disabled '
+        'in .env.operator, then recreate the registry with `docker compose -f docker-compose.operator.yml up -d` so '
+        'the running container uses it.',
+        requires=(),
+        facts=('env', 'containers'),
+        judge=judge_minting_disabled)),
+    ('db_passwords_not_default', Check(
+        title='Database passwords generated, not reused, and live',
+        remediation=_G + 'Security Checklist "Database passwords not default" and Secret Rotation: generate new '
+        'credentials (theprotocol.operator secret rotation, which changes the live PostgreSQL/Redis credentials too; '
+        'the guide\'s plain `down`/`up -d` locks the registry out of PostgreSQL).',
+        requires=(),
+        facts=('env', 'containers', 'live_auth'),
+        judge=judge_db_passwords_not_default)),
+    ('images_up_to_date', Check(
+        title='Docker images up to date',
+        remediation=_G + 'Security Checklist "Docker images up to date": `docker compose -f '
+        'docker-compose.operator.yml pull` then `docker compose -f docker-compose.operator.yml up -d`.',
+        requires=(),
+        facts=('images',),
+        judge=judge_images_up_to_date)),
+    ('x509pop_cert_expiry', Check(
+        title='x509pop attestation certificate not near expiry',
+        remediation=_G + 'Overview and SPIRE Attestation Revocation: an expired x509pop certificate stops the agent at '
+        'its next rotation; ask the operator of your parent frame for a new attestation certificate (onboarding) '
+        'before it expires, then redeploy the stack.',
+        requires=(),
+        facts=('x509pop_cert',),
+        judge=judge_x509pop_cert_expiry)),
+    ('env_file_permissions', Check(
+        title='.env.operator mode 0600, owned by root',
+        remediation=_G + 'Secret Rotation (".env.operator" holds the stack secrets): `chown root:root .env.operator '
+        '&& chmod 0600 .env.operator`; rotate the secrets if others could read them.',
+        requires=(),
+        facts=('env',),
+        judge=judge_env_file_permissions)),
+    ('secrets_rotation_complete', Check(
+        title='No unfinished secret rotation; Redis accepts one password',
+        remediation=_G + 'Secret Rotation, done live by theprotocol.operator: run `rotate_secrets.yml` with '
+        '`theprotocol_rotation_action=resume` (it finishes the rotation recorded in .env.operator.rotation.json when '
+        'its new values are live, rolls it back when they are not); a second Redis password outside a rotation is '
+        'dropped by the next rotation, which leaves Redis exactly one.',
+        requires=(),
+        facts=('journal', 'redis_passwords'),
+        judge=judge_secrets_rotation_complete)),
+    ('secrets_age', Check(
+        title='Secrets rotated within the maximum age',
+        remediation=_G + 'Secret Rotation: rotate the secrets with theprotocol.operator\'s `rotate_secrets.yml` (live, '
+        'verified, rolled back on failure); it records each new value\'s date in .env.operator.rotation.json.',
+        requires=(),
+        facts=('journal',),
+        judge=judge_secrets_age)),
+))
+CHECK_IDS = tuple(CHECKS)
+
+
+# --------------------------------------------------------------------------- the runner
+
+def facts_needed(selected=None):
+    """The names of the facts the checks ``selected`` (default: all) read, in the table's order."""
+    out = []
+    for check_id in selected or CHECK_IDS:
+        for name in CHECKS[check_id].facts:
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def run(facts, selected=None, regather=None, sleep=time.sleep, clock=time.monotonic):
+    """The checklist over ``facts`` (``_observe``): one result per selected check, in the table's order,
+    with the dependencies applied (:func:`apply_dependencies`).
+
+    ``regather(names)`` returns those facts gathered again (the gatherer's ``refresh``); without it,
+    a check with a :class:`Recheck` is judged once (a recorded fact set). ``sleep`` and ``clock`` are
+    the waiting of the recheck.
+    """
+    unknown = [c for c in selected or () if c not in CHECKS]
+    if unknown:
+        raise ChecklistError('Unknown check(s) %s.' % ', '.join(unknown))
+    results = []
+    for check_id, check in CHECKS.items():
+        if selected is not None and check_id not in selected:
+            continue
+        res = check.judge(facts)
+        if check.recheck is not None and regather is not None:
+            res = _recheck(check, res, facts, regather, sleep, clock)
+        results.append(res)
+    return apply_dependencies(results)
+
+
+def _recheck(check, res, facts, regather, sleep, clock):
+    recheck = check.recheck
+    grace = _option(facts, recheck.grace_option)
+    deadline = clock() + grace
+    while recheck.wanted(res) and clock() < deadline:
+        sleep(recheck.interval)
+        again = dict(facts)
+        again.update(regather(recheck.facts))
+        res = check.judge(again)
+        if res['status'] == PASS:
+            res['evidence'].append(recheck.note % grace)
+    return res

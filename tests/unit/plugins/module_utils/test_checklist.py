@@ -79,7 +79,8 @@ def test_remediation_only_when_not_passing():
 
 
 def test_every_check_has_a_guide_remediation():
-    for check_id, (title, remediation, requires) in cl.CHECKS.items():
+    for check_id, check in cl.CHECKS.items():
+        title, remediation, requires = check.title, check.remediation, check.requires
         assert title and remediation.startswith('Operator guide, ')
         assert all(dep in cl.CHECKS for dep in requires)
 

@@ -5,11 +5,16 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
 
+import docker
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
+from ansible_collections.theprotocol.operator.plugins.module_utils import _observe as observe
 from ansible_collections.theprotocol.operator.plugins.modules import security_checklist
 
 BASE = dict(registry_name='registry1', operator_name='operator1')
@@ -45,9 +50,65 @@ def test_documented_checks_are_the_implemented_ones():
         assert 'V(%s)' % check_id in security_checklist.DOCUMENTATION
 
 
-def test_agent_svid_from_agent_data_json(pki):
-    import base64
-    pem = pki.cert_pem(pki.leaf)
-    data = json.dumps({'svid': [base64.b64encode(pem).decode()], 'reattestable': True}).encode()
-    assert security_checklist.cl_agent_svid(data) == pem
-    assert security_checklist.cl_agent_svid(b'not json') is None
+# test_agent_svid_from_agent_data_json moved to tests/unit/plugins/module_utils/test_observe.py (_observe.agent_svid_pem).
+
+
+def lab_host(tmp_path, pki, monkeypatch):
+    """observed_stack.LabHost (tests/unit/plugins/module_utils) behind the module's Docker client."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils'))
+    import observed_stack
+    host = observed_stack.LabHost(tmp_path, pki)
+    monkeypatch.setattr(docker, 'DockerClient', lambda **kwargs: host.client())
+    return host, observed_stack
+
+
+@pytest.mark.parametrize('return_facts', [True, False])
+def test_one_call_judges_the_facts_it_gathered_and_returns_no_secret(capsys, tmp_path, pki, monkeypatch, return_facts):
+    host, lab = lab_host(tmp_path, pki, monkeypatch)
+    secret = host.secrets['REDIS_PASSWORD']
+    host.logs['registry'].append(host.registry_line(host.now, 'redis: AUTH %s refused' % secret))
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    code, out = run_main(capsys, dict(BASE, registry_name=lab.REGISTRY, operator_name=lab.OPERATOR,
+                                      stack_dir=host.stack_dir, federation_host='127.0.0.1', federation_port=port,
+                                      eventstore_window=100000000, return_facts=return_facts))
+    assert code == 0, out
+    text = json.dumps(out)
+    for value in host.secrets.values():
+        assert value not in text
+    assert [r['id'] for r in out['results']] == list(cl.CHECK_IDS)
+    by_id = dict((r['id'], r['status']) for r in out['results'])
+    assert by_id['nginx_federation_accepting'] == 'fail' and by_id['served_svid_current'] == 'skip'
+    # (the module reads the clock: the judgements that depend on it are the runner's tests, over fact sets)
+    assert by_id['db_passwords_not_default'] == by_id['minting_disabled'] == by_id['images_up_to_date'] == 'pass'
+    if not return_facts:
+        assert 'facts' not in out
+        return
+    assert sorted(out['facts']) == sorted(observe.FACT_NAMES)
+    assert any('redis: AUTH <redacted> refused' in line for line in out['facts']['registry_log'])
+
+
+def test_selected_checks_gather_only_their_facts(capsys, tmp_path, pki, monkeypatch):
+    host, lab = lab_host(tmp_path, pki, monkeypatch)
+    code, out = run_main(capsys, dict(BASE, registry_name=lab.REGISTRY, operator_name=lab.OPERATOR,
+                                      stack_dir=host.stack_dir, checks=['secrets_age', 'env_file_permissions'],
+                                      return_facts=True))
+    assert code == 0, out
+    assert [r['id'] for r in out['results']] == ['env_file_permissions', 'secrets_age']
+    assert out['results'][0]['status'] == ('pass' if os.geteuid() == 0 else 'fail')
+    assert sorted(out['facts']['journal']['secret_ages']) == sorted(host.secrets)
+    assert sorted(out['facts']) == sorted(observe.BASE_FACTS + ('journal',))
+    assert host.calls == []
+
+
+def test_an_env_file_that_cannot_be_parsed_fails_the_module(capsys, tmp_path, pki, monkeypatch):
+    host, lab = lab_host(tmp_path, pki, monkeypatch)
+    with open(host.env_path, 'a') as handle:
+        handle.write('NOT A SETTING\n')
+    code, out = run_main(capsys, dict(BASE, registry_name=lab.REGISTRY, operator_name=lab.OPERATOR,
+                                      stack_dir=host.stack_dir))
+    assert code == 1 and 'env file' in out['msg']
+    for value in host.secrets.values():
+        assert value not in json.dumps(out)
