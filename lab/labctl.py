@@ -855,6 +855,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")
     b.add_argument("images", nargs="*", help=f"images to build (default all): {', '.join(IMAGES)}")
+    b.add_argument("--go", choices=("only", "none"), default=None,
+                   help="only the images that need a Go build (SPIRE, cert-writer), or none of them; "
+                        "make test builds the two groups at the same time (the Go build is CPU-bound, the others "
+                        "mostly download Debian packages)")
     u = sub.add_parser("up")
     u.add_argument("--hosts", default=None, help=f"number of lab hosts, 1..{MAX_HOSTS} (default $LAB_HOSTS, else the running lab's size, else 1); "
                    f"with {SSH_HOST.removeprefix('host')}, {SSH_HOST} is the SSH host (user {SSH_USER}, sudo)")
@@ -866,7 +870,10 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [i for i in args.images if i not in IMAGES]
             if unknown:
                 raise LabError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(IMAGES)}")
-            build_images(docker_client(), args.images or None)
+            names = args.images or list(IMAGES)
+            if args.go:
+                names = [n for n in names if bool(IMAGES[n]) == (args.go == "only")]
+            build_images(docker_client(), names)
             log("images ready")
         elif args.cmd == "up":
             running = docker_client().containers.list(all=True, filters={"label": f"{LABEL}.role=host"})

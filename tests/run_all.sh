@@ -12,9 +12,15 @@ start=$SECONDS
 set -m  # the preparation gets a process group of its own, so that a failure here stops all of it
 (
   set -e
-  make -s images
-  make -s lab-up LAB_HOSTS="${INTEGRATION_HOSTS:?}"
+  labctl() { .venv/bin/python lab/labctl.py "$@"; }
+  labctl build host  # the base image (debootstrap) first, once
+  # The Go builds (SPIRE, cert-writer: CPU-bound) alongside the other images and the EE (mostly downloads).
+  labctl build --go only &
+  go=$!
+  labctl build --go none
   make -s ee
+  wait "$go"
+  make -s lab-up LAB_HOSTS="${INTEGRATION_HOSTS:?}"
 ) >"$log" 2>&1 &
 prepare=$!
 set +m

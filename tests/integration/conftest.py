@@ -240,32 +240,33 @@ LAB_HOSTS_NEEDED = 11
 
 
 # Scheduling (make integration: pytest-xdist --dist loadfile --no-loadscope-reorder): the tests of one
-# module run in order on one worker and one lab host; modules are handed out in collection order:
-# the longest first, the Molecule scenarios (test_molecule_<scenario>.py, a module each) last, so that
-# they use the workers the long modules leave idle. (xdist's loadgroup would allow one module for all
-# scenarios, but its nodeid suffix does not take with pytest 9.) Without --no-loadscope-reorder xdist
-# orders modules by their number of tests instead, and the 4-test, 13-minute test_nginx_hook started
-# last (CI dry run of 2026-11-27). In the CI dry run of 2026-11-27 (5 workers, load average about 20)
-# the checklist and the rotation (with its crash matrix) took 45 minutes each and ended the run alone;
-# the crash matrix and the checklist's federation side now have hosts of their own.
-LONGEST_FIRST = ("test_security_checklist.py", "test_secret_rotation.py", "test_security_checklist_federation.py",
-                 "test_secret_rotation_crash.py", "test_operator_stack.py", "test_incident_response.py",
-                 "test_public_proxy.py", "test_ssh_host.py", "test_nginx_hook.py")
+# module run in order on one worker and one lab host; modules are handed out in collection order, longest
+# first (LPT: what starts last is short, so the run does not end with one long module alone while the other
+# workers idle). (xdist's loadgroup would allow one module for all Molecule scenarios, but its nodeid suffix
+# does not take with pytest 9; without --no-loadscope-reorder xdist orders modules by their number of tests.)
+# The order below estimates each module's minutes from the cold run of 2026-11-28 (5 workers, load average
+# about 20; the Molecule scenarios' times measured, the others from the order they ended in). `make
+# integration` writes .build/integration-junit.xml: `python benchmarks/integration_modules.py` prints the
+# minutes per module in this order, to refresh it. Modules not listed are short and go last.
+LONGEST_FIRST = ("test_security_checklist_federation.py", "test_secret_rotation_crash.py",
+                 "test_secret_rotation.py", "test_security_checklist.py", "test_ssh_host.py",
+                 "test_operator_stack.py", "test_incident_response.py", "test_nginx_hook.py",
+                 "test_molecule_operator_stack.py", "test_molecule_incident.py", "test_molecule_security_checklist.py",
+                 "test_public_proxy.py", "test_molecule_docker_engine.py", "test_molecule_rotation.py",
+                 "test_docker_engine.py", "test_molecule_public_proxy.py", "test_molecule_operator_onboarding.py")
 MOLECULE_SCENARIOS = sorted(p.name for p in (REPO / "molecule").iterdir() if (p / "molecule.yml").is_file())
-LAST = tuple(f"test_molecule_{s}.py" for s in MOLECULE_SCENARIOS)
+MOLECULE_MODULES = tuple(f"test_molecule_{s}.py" for s in MOLECULE_SCENARIOS)
 
 
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name
-        if name in LONGEST_FIRST:
-            return LONGEST_FIRST.index(name)
-        return len(LONGEST_FIRST) + (1 + LAST.index(name) if name in LAST else 0)
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)  # stable: the tests of one module keep their order
 
 
 def pytest_sessionstart(session):
-    missing = [name for name in LAST if not (Path(__file__).parent / name).is_file()]
+    missing = [name for name in MOLECULE_MODULES if not (Path(__file__).parent / name).is_file()]
     if missing:
         raise pytest.UsageError(f"Molecule scenarios without their test module: {', '.join(missing)} "
                                 "(tests/integration/test_molecule_<scenario>.py, see test_molecule_docker_engine.py)")
