@@ -27,7 +27,10 @@ import pytest
 import yaml
 
 # ansible-test units installs no Molecule: the documented merge below, alone.
-HAVE_MOLECULE = importlib.util.find_spec("molecule") is not None
+# The molecule/ directory of the collection is importable as a namespace package under ansible-test
+# units (the collection root is on sys.path): only a spec with an origin is Molecule itself.
+_MOLECULE_SPEC = importlib.util.find_spec("molecule")
+HAVE_MOLECULE = _MOLECULE_SPEC is not None and _MOLECULE_SPEC.origin not in (None, "namespace")
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = REPO / ".config" / "molecule" / "config.yml"

@@ -26,7 +26,7 @@ import os
 
 import pytest
 
-import observed_stack as lab
+from ansible_collections.theprotocol.operator.tests.unit.plugins.module_utils import observed_stack as lab
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _observe as observe
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal

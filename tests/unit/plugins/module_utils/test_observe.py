@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-import observed_stack as lab
+from ansible_collections.theprotocol.operator.tests.unit.plugins.module_utils import observed_stack as lab
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _observe as observe

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 
 import docker
 import pytest
@@ -55,8 +54,7 @@ def test_documented_checks_are_the_implemented_ones():
 
 def lab_host(tmp_path, pki, monkeypatch):
     """observed_stack.LabHost (tests/unit/plugins/module_utils) behind the module's Docker client."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils'))
-    import observed_stack
+    from ansible_collections.theprotocol.operator.tests.unit.plugins.module_utils import observed_stack
     host = observed_stack.LabHost(tmp_path, pki)
     monkeypatch.setattr(docker, 'DockerClient', lambda **kwargs: host.client())
     return host, observed_stack
