@@ -211,7 +211,7 @@ def check_spire_agent_healthy(container, healthcheck, agent_svid_pem, bundle_pem
                 failures.append('the agent SVID does not chain to the trust bundle: %s' % agent['chain_error'])
             else:
                 evidence.append('agent SVID %s valid for %d s more, chains to the bundle'
-                                % (agent_id, agent['remaining_seconds']))
+                                % (agent_id, int(agent['remaining_seconds'])))
     if agent_id and x509pop_cert_pem:
         try:
             attestation = x509u.load_pem_chain(x509pop_cert_pem, 'x509pop certificate')[0]
@@ -317,9 +317,9 @@ def check_svid_valid(svid_pem, key_pem, bundle_pem, expected_spiffe_id, min_rema
     if remaining <= 0:
         failures.append('expired at %s' % svid['not_after'])
     elif remaining < min_remaining:
-        failures.append('only %d s left, less than the %d s required' % (remaining, min_remaining))
+        failures.append('only %d s left, less than the %d s required' % (int(remaining), min_remaining))
     else:
-        evidence.append('%d s left (not after %s)' % (remaining, svid['not_after']))
+        evidence.append('%d s left (not after %s)' % (int(remaining), svid['not_after']))
     if svid['key_error']:
         failures.append(svid['key_error'])
     elif svid['key_matches'] is False:

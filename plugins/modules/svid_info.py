@@ -288,7 +288,7 @@ def inspect_svid(svid_pem, key_pem, bundle_pem, expected_spiffe_id=None, min_rem
     if not svid['expired'] and not svid['not_yet_valid'] and remaining < min_remaining_seconds:
         problems.append('The SVID expires in %d s, less than the required %d s. SVIDs should rotate well before '
                         'expiry: check spire-agent health and that cert-writer fetches every cycle.'
-                        % (remaining, min_remaining_seconds))
+                        % (int(remaining), min_remaining_seconds))
     return dict(
         changed=False,
         valid=not problems,

@@ -203,7 +203,7 @@ def controller(tmp_path_factory):
 
     # The README's build and install (the tarball goes to the work directory, not into the repository).
     run("ansible-galaxy", "collection", "build", "--output-path", str(work), str(REPO))
-    tarball = next(work.glob("theprotocol-operator-*.tar.gz"))
+    tarball = sorted(work.glob("theprotocol-operator-*.tar.gz"))[0]
     run("ansible-galaxy", "collection", "install", "-p", str(home / ".ansible" / "collections"), str(tarball))
     installed = home / ".ansible" / "collections" / "ansible_collections" / "theprotocol" / "operator"
     yield SimpleNamespace(home=home, work=work, installed=installed, run=run)

@@ -221,8 +221,7 @@ def _plays(path):
     for entry in yaml.safe_load(path.read_text()) or []:
         target = entry.get("ansible.builtin.import_playbook") or entry.get("import_playbook")
         if target:
-            for play in _plays((path.parent / target).resolve()):
-                yield play
+            yield from _plays((path.parent / target).resolve())
         else:
             yield entry
 
