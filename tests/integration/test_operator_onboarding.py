@@ -281,7 +281,9 @@ def test_the_material_attests_an_agent_that_gets_the_registry_svid(onboarding, d
     host = onboarding.host()
     # Without Docker on the host the docker selectors cannot match: select the root workload instead.
     result = onboarding.play({"operator_onboarding_workload_selectors": UNIX_SELECTORS})
-    assert result["changed"] == 1, result["output"][-3000:]  # only the entry, updated in place
+    # The entry, updated in place, and onboarding.yml, which records the selectors.
+    assert result["changed"] == 2, result["output"][-3000:]
+    assert onboarding.material()["registry_workload_selectors"] == UNIX_SELECTORS
     _aliases, workloads = onboarding.entries()
     assert [e["id"] for e in workloads] == [onboarding.state["workload_id"]]
     assert workloads[0]["selectors"] == [{"type": "unix", "value": "uid:0"}]
@@ -330,8 +332,11 @@ def test_renewal_reissues_the_certificate_and_keeps_the_entries(onboarding, dkr)
 def test_default_selectors_restored_in_place(onboarding):
     assert "first_agent" in onboarding.state, "the agent test did not complete"
     result = onboarding.play()
-    assert result["changed"] == 1, result["output"][-3000:]
+    assert result["changed"] == 2, result["output"][-3000:]  # the entry in place, and onboarding.yml's selectors
     _aliases, workloads = onboarding.entries()
     assert [e["id"] for e in workloads] == [onboarding.state["workload_id"]]
     assert len(workloads[0]["selectors"]) == 2
+    assert onboarding.material()["registry_workload_selectors"] == [
+        f"docker:label:com.docker.compose.project:{OPERATOR}",
+        "docker:label:com.docker.compose.service:cert-writer"]
     assert onboarding.play()["changed"] == 0
