@@ -150,8 +150,12 @@ def test_without_the_hook_nginx_keeps_the_old_svid_and_the_checklist_fails(host,
         # This start's lines only: `docker logs` through `docker exec` does not keep the order of the
         # container's stdout and stderr, so "the lines after the Ignoring line" may hold older ones.
         started = sh(host, ["docker", "inspect", "-f", "{{.State.StartedAt}}", NGINX])[1].strip()
+        ignoring = f"/docker-entrypoint.sh: Ignoring {HOOK_IN_CONTAINER}, not executable"
+        # Under load the entrypoint's stdout line can reach `docker logs` after nginx's stderr lines.
+        wait_for("the entrypoint's Ignoring line in this start's log", lambda: ignoring in nginx_log(host, started),
+                 timeout=30, interval=2)
         start = nginx_log(host, started)
-        assert f"/docker-entrypoint.sh: Ignoring {HOOK_IN_CONTAINER}, not executable" in start, start[-3000:]
+        assert ignoring in start, start[-3000:]
         assert "theprotocol-reload-on-cert-change: watching" not in start, start[-3000:]
         old = served_serial(host)
         new = wait_rotation(host, volume_serial(host))
