@@ -83,7 +83,7 @@ INTEGRATION_HOSTS := 11
 export INTEGRATION_HOSTS
 integration: LAB_HOSTS := $(INTEGRATION_HOSTS)
 integration: lab-up
-	@$(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder --junitxml=.build/integration-junit.xml
+	@THEPROTOCOL_IT_STOP_FINISHED_HOSTS=1 $(VENV)/bin/pytest -p no:cacheprovider tests/integration -v -rA -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder --junitxml=.build/integration-junit.xml
 
 # One Molecule scenario per role, on lab host containers attached to the running lab, one after the
 # other (make integration runs them too, in parallel with the other modules).

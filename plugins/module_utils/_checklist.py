@@ -25,6 +25,7 @@ import ssl
 import time
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
+from ansible_collections.theprotocol.operator.plugins.module_utils import _stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials
 from ansible_collections.theprotocol.operator.plugins.module_utils import _logs
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
@@ -177,13 +178,8 @@ def check_spire_agent_healthy(container, healthcheck, agent_svid_pem, bundle_pem
     if problem:
         return result('spire_agent_healthy', FAIL, problem.capitalize() + '.')
     evidence, failures = [], []
-    output = (healthcheck or {}).get('output', '').strip()
-    if (healthcheck or {}).get('exit_code') == 0 and 'Agent is healthy.' in output:
-        evidence.append('spire-agent healthcheck: "Agent is healthy."')
-    else:
-        failures.append('spire-agent healthcheck exited %s: %s' % ((healthcheck or {}).get('exit_code'),
-                                                                   output.splitlines()[-1][:200] if output else
-                                                                   'no output'))
+    healthy, said = _stack.agent_health((healthcheck or {}).get('exit_code'), (healthcheck or {}).get('output'))
+    (evidence if healthy else failures).append(said)
     # Only what the running agent logged: `docker logs` keeps the lines of earlier runs of the container,
     # and a ban that the frame lifted (agent evicted, restarted, attested again) must not fail the check.
     started = parse_timestamp(container.get('started_at'))

@@ -30,6 +30,7 @@ import re
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _logs
 from ansible_collections.theprotocol.operator.plugins.module_utils import _redact
+from ansible_collections.theprotocol.operator.plugins.module_utils import _stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 from ansible_collections.theprotocol.operator.plugins.module_utils._docker_time import isoformat_ms as isoformat, parse_timestamp
 
@@ -361,7 +362,7 @@ def classify(evidence, restart_wait=None):
     pop = evidence.get('x509pop') or {}
     reasons = []
 
-    agent_says_healthy = health.get('rc') == 0 and 'Agent is healthy.' in (health.get('output') or '')
+    agent_says_healthy = _stack.agent_health(health.get('rc'), health.get('output'))[0]
     # The healthcheck answer now is authoritative; Docker's health status lags behind it.
     agent_running = bool(agent.get('running') and not agent.get('restarting'))
     agent_ok = agent_running and agent_says_healthy
@@ -434,7 +435,7 @@ def classify(evidence, restart_wait=None):
                        % (agent.get('status'), agent.get('health'), agent.get('exit_code')))
     elif not agent_says_healthy:
         faults.add('spire_agent')
-        reasons.append('spire-agent healthcheck: %s' % ((health.get('output') or '').strip() or 'no answer'))
+        reasons.append(_stack.agent_health(health.get('rc'), health.get('output'))[1])
     if not writer_ok:
         faults.add('cert_writer')
         reasons.append('cert-writer container %s (health %s, exit code %s)'

@@ -94,7 +94,6 @@ CERTS_MOUNT = '/certs'
 AGENT_DATA_MOUNT = '/opt/spire/data/agent'
 # Of a container's environment, only these public settings are facts.
 CONTAINER_ENV_KEYS = ('MINTING_AUTHORITY', 'EVENTSTORE_MTLS_REQUIRED')
-AGENT_HEALTHCHECK = ['/opt/spire/bin/spire-agent', 'healthcheck']
 # Parallel round trips (the mTLS matrix alone is 7 probes x 5 endpoints).
 MAX_WORKERS = 12
 
@@ -294,7 +293,8 @@ class Gatherer:
         if obj is None or not info['running']:
             return dict(exit_code=None, output='container not running')
         try:
-            res = _stack.exec_run(obj, argv, self.timeout, environment=environment, stdout=True, stderr=True)
+            res = _stack.exec_run(obj, argv, self.timeout, read_only=True, environment=environment, stdout=True,
+                                  stderr=True)
         except _stack.ExecTimeout as exc:
             return dict(exit_code=None, output=str(exc))
         except DockerException as exc:
@@ -387,7 +387,7 @@ class Gatherer:
         return _local(dict((service, self.container(service)[1]) for service in _stack.SERVICES))
 
     def _plan_agent_healthcheck(self):
-        return {'': (self.exec_in, ('spire-agent', AGENT_HEALTHCHECK))}, lambda done: done['']
+        return {'': (self.exec_in, ('spire-agent', list(_stack.AGENT_HEALTHCHECK)))}, lambda done: done['']
 
     def _plan_agent_svid(self):
         agent_dir = self.agent_dir()

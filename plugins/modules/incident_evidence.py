@@ -327,10 +327,11 @@ def collect(module, client):
     agent = handles['spire-agent']
     if agent is not None and containers['spire-agent']['running']:
         try:
-            res = stack.exec_run(agent, ['/opt/spire/bin/spire-agent', 'healthcheck'], params['timeout'])
+            res = stack.exec_run(agent, list(stack.AGENT_HEALTHCHECK), params['timeout'], read_only=True)
             healthcheck = {'rc': res.exit_code, 'output': redactor.text(res.output.decode('utf-8', 'replace')).strip(),
                            'at': inc.isoformat(inc.utcnow())}
-            res = stack.exec_run(agent, ['/opt/spire/bin/spire-agent', '--version'], params['timeout'])
+            res = stack.exec_run(agent, ['/opt/spire/bin/spire-agent', '--version'], params['timeout'],
+                                 read_only=True)
             agent_version = res.output.decode('utf-8', 'replace').strip() or None
         except (docker.errors.APIError, stack.ExecTimeout) as exc:
             if healthcheck is None:

@@ -267,7 +267,68 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_sessionstart(session):
+    here = Path(__file__).parent
+    unknown = sorted(p.name for p in here.glob("test_*.py")
+                     if p.name not in MODULE_HOSTS and p.name not in MOLECULE_MODULES and p.name not in HOSTLESS)
+    if unknown:
+        raise pytest.UsageError(f"test modules missing from MODULE_HOSTS in tests/integration/conftest.py: "
+                                f"{', '.join(unknown)} (name the lab hosts they work on, or add them to HOSTLESS)")
     missing = [name for name in MOLECULE_MODULES if not (Path(__file__).parent / name).is_file()]
     if missing:
         raise pytest.UsageError(f"Molecule scenarios without their test module: {', '.join(missing)} "
                                 "(tests/integration/test_molecule_<scenario>.py, see test_molecule_docker_engine.py)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Idle stacks cost CPU on a machine that the integration run keeps busy: a deployed stack with nothing to
+# do took 4.3 CPU-seconds a minute on the lab (its healthchecks every 5 to 15 s, the nested dockerd that
+# runs them, postgres and redis housekeeping: benchmarks/README.md, "Idle stacks"), so eleven of them take
+# about a third of the 2 cores. `make integration` (THEPROTOCOL_IT_STOP_FINISHED_HOSTS=1) stops the Docker
+# daemon of a lab host once every module that works on it has finished; a later deploy (site.yml, the
+# docker_engine role) starts it again and the stack's containers come back with it.
+MODULE_HOSTS = {
+    "test_operator_stack.py": ("host1",), "test_lab_spire.py": ("host1",),
+    "test_operator_stack_inputs.py": ("host2",), "test_operator_onboarding.py": ("host2",),
+    "test_secret_rotation.py": ("host3",), "test_docker_engine.py": ("host4",),
+    "test_incident_response.py": ("host5",), "test_public_proxy.py": ("host6",),
+    "test_security_checklist.py": ("host7",), "test_ssh_host.py": ("host8",), "test_nginx_hook.py": ("host9",),
+    "test_secret_rotation_crash.py": ("host10",), "test_security_checklist_federation.py": ("host11",),
+}
+# Modules that work on no lab host (throwaway containers of their own, or the lab's inputs).
+HOSTLESS = ("test_lab_inputs.py", "test_lab_official_images.py")
+# tests/ee/verify.sh runs on host8 after the integration tests (make test: ee-verify).
+KEEP_RUNNING = ("host8",)
+FINISHED = REPO / ".build" / "integration-finished"
+STOP_FINISHED_HOSTS = os.environ.get("THEPROTOCOL_IT_STOP_FINISHED_HOSTS") == "1"
+
+
+def pytest_configure(config):
+    if STOP_FINISHED_HOSTS and not hasattr(config, "workerinput"):  # once, in the controlling process
+        FINISHED.mkdir(parents=True, exist_ok=True)
+        for marker in FINISHED.iterdir():
+            marker.unlink()
+
+
+def hosts_to_stop(finished: set[str], selected: set[str]) -> list[str]:
+    """The lab hosts whose every selected module has finished (a host of a module not selected is kept)."""
+    hosts = sorted({h for module in finished for h in MODULE_HOSTS.get(module, ())} - set(KEEP_RUNNING))
+    return [h for h in hosts if all(m in finished for m, of in MODULE_HOSTS.items() if h in of and m in selected)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_the_hosts_of_finished_modules(request):
+    yield
+    module = request.path.name
+    if not STOP_FINISHED_HOSTS or module not in MODULE_HOSTS:
+        return
+    lab = request.getfixturevalue("lab")
+    (FINISHED / module).touch()
+    finished = {p.name for p in FINISHED.iterdir()}
+    selected = {item.path.name for item in request.session.items}
+    for name in hosts_to_stop(finished, selected):
+        if name in MODULE_HOSTS[module]:
+            # --no-block: dockerd stops the stack's containers on its own time, not this worker's.
+            subprocess.run(["docker", "exec", lab["hosts"][name]["container"], "systemctl", "--no-block", "stop",
+                            "docker.socket", "docker.service", "containerd.service"], capture_output=True,
+                           check=False)
+            print(f"{module} was the last module on {name}: its Docker daemon is stopped")

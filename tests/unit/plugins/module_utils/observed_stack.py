@@ -331,7 +331,7 @@ class LabHost:
         state = self.inspect[service]['State']
         if not state['Running']:
             return 126, 'container %s is not running' % service
-        if argv == observe.AGENT_HEALTHCHECK:
+        if tuple(argv) == _stack.AGENT_HEALTHCHECK:
             return 0, 'Agent is healthy.\n'
         if 'PROBE_LABELS' in environment:  # _live_auth's probe, answered as on the lab
             return 0, self.live_auth[service]

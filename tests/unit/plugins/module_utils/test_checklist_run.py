@@ -421,3 +421,14 @@ def test_served_certificate_is_compared_by_its_der(pki):
     served = facts['federation_health']['served_certificate_pem']
     assert _x509.same_certificate(cl._served_der(facts['federation_health']), facts['svid_files']['svid_pem'])
     assert served.startswith('-----BEGIN CERTIFICATE-----')
+
+
+@pytest.mark.parametrize('answer, status', [
+    ({'exit_code': 0, 'output': ''}, 'pass'),  # CI, 2026-11-28: Docker lost the output of the exec
+    ({'exit_code': 1, 'output': 'Agent is unhealthy: unable to determine health\n'}, 'fail'),
+    ({'exit_code': None, 'output': 'container not running'}, 'fail'),
+])
+def test_the_agent_healthcheck_is_judged_by_its_exit_status(answer, status):
+    facts = dict(load('lab_host7_healthy')['facts'], agent_healthcheck=answer)
+    res = cl.CHECKS['spire_agent_healthy'].judge(facts)
+    assert res['status'] == status, res['evidence']

@@ -339,6 +339,15 @@ def test_agent_healthcheck_answer_beats_dockers_lagging_health(pki):
     assert inc.classify(ev)['faults'] == ['spire_agent']
 
 
+def test_agent_healthcheck_whose_output_docker_lost_is_judged_by_its_exit_status(pki):
+    ev = healthy_evidence(pki, pki.now)
+    ev['agent_healthcheck'] = {'rc': 0, 'output': ''}
+    assert inc.classify(ev)['category'] == 'healthy'
+    ev['agent_healthcheck'] = {'rc': 1, 'output': ''}
+    verdict = inc.classify(ev)
+    assert verdict['faults'] == ['spire_agent'] and 'spire-agent healthcheck exited 1: no output' in verdict['reasons']
+
+
 # --------------------------------------------------------------------------- recovery plan (data) and verdict
 
 def agent_killed(pki):
