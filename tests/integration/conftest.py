@@ -281,7 +281,7 @@ def pytest_sessionstart(session):
 
 # ---------------------------------------------------------------------------------------------------
 # Idle stacks cost CPU on a machine that the integration run keeps busy: a deployed stack with nothing to
-# do took 4.3 CPU-seconds a minute on the lab (its healthchecks every 5 to 15 s, the nested dockerd that
+# do took 3.85 CPU-seconds a minute on the lab (its healthchecks every 5 to 15 s, the nested dockerd that
 # runs them, postgres and redis housekeeping: benchmarks/README.md, "Idle stacks"), so eleven of them take
 # about a third of the 2 cores. `make integration` (THEPROTOCOL_IT_STOP_FINISHED_HOSTS=1) stops the Docker
 # daemon of a lab host once every module that works on it has finished; a later deploy (site.yml, the
