@@ -621,20 +621,15 @@ def check_images_up_to_date(images):
 
 
 def check_x509pop_cert_expiry(cert_pem, warn_days, now):
-    if not cert_pem:
-        return result('x509pop_cert_expiry', FAIL, 'spire/x509pop.crt is missing from the stack directory')
-    try:
-        cert = x509u.load_pem_chain(cert_pem, 'x509pop certificate spire/x509pop.crt')[0]
-    except x509u.X509Error as exc:
-        return result('x509pop_cert_expiry', FAIL, str(exc))
-    not_after = x509u.isoformat(x509u.not_valid_after(cert))
-    remaining = x509u.remaining_seconds(cert, now)
-    days = remaining / 86400.0
-    subject = cert.subject.rfc4514_string()
-    if x509u.is_not_yet_valid(cert, now):
+    pop = x509u.x509pop_verdict(cert_pem, now=now)
+    if not pop['present']:
+        return result('x509pop_cert_expiry', FAIL, pop['error'])
+    days = pop['remaining_seconds'] / 86400.0
+    subject, not_after = pop['subject'], pop['not_after']
+    if pop['not_yet_valid']:
         return result('x509pop_cert_expiry', FAIL, 'x509pop certificate %s is not valid before %s' % (
-            subject, x509u.isoformat(x509u.not_valid_before(cert))), remaining_days=round(days, 1))
-    if remaining <= 0:
+            subject, pop['not_before']), remaining_days=round(days, 1))
+    if pop['expired']:
         return result('x509pop_cert_expiry', FAIL, 'x509pop certificate %s expired at %s: the agent cannot attest'
                       % (subject, not_after), remaining_days=round(days, 1))
     if days < warn_days:

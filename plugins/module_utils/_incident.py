@@ -205,26 +205,6 @@ def svid_state(svid_pem, expected_spiffe_id, written_at, interval, now, error=No
     return out
 
 
-def x509pop_state(cert_pem, trust_domain, now):
-    """Facts of the x509pop attestation certificate (public half only)."""
-    if cert_pem is None:
-        return {'present': False, 'error': 'x509pop.crt is missing in the stack directory'}
-    try:
-        cert = x509u.load_pem_chain(cert_pem, 'x509pop attestation certificate')[0]
-    except x509u.X509Error as exc:
-        return {'present': False, 'error': str(exc)}
-    return {
-        'present': True,
-        'error': None,
-        'subject': cert.subject.rfc4514_string(),
-        'not_before': x509u.isoformat(x509u.not_valid_before(cert)),
-        'not_after': x509u.isoformat(x509u.not_valid_after(cert)),
-        'remaining_seconds': x509u.remaining_seconds(cert, now),
-        'expired': x509u.is_expired(cert, now),
-        'agent_spiffe_id': x509u.x509pop_agent_spiffe_id(trust_domain, cert),
-    }
-
-
 def served_state(served_der, svid, error=None):
     """Whether nginx-federation serves the SVID that is on the certs volume (``_x509.served_verdict``)."""
     if served_der is None:
@@ -347,7 +327,7 @@ def classify(evidence, restart_wait=None):
     ``evidence`` keys: ``containers`` (service -> :func:`container_facts`),
     ``agent_healthcheck`` ({'rc', 'output'} or None), ``agent_signal`` (:func:`agent_signal`),
     ``cert_writer`` (:func:`cert_writer_state`), ``svid`` (:func:`svid_state`),
-    ``served`` (:func:`served_state`), ``x509pop`` (:func:`x509pop_state`),
+    ``served`` (:func:`served_state`), ``x509pop`` (:func:`_x509.x509pop_verdict`),
     ``server_reachable`` (bool or None).
     """
     containers = evidence.get('containers') or {}

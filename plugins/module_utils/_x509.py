@@ -621,3 +621,24 @@ def served_verdict(served_der, svid_pem=None, svid_sha256=None, now=None, label=
     if written is not None:
         out['matches_svid'] = same_certificate(served_der, written)
     return out
+
+
+def x509pop_verdict(cert_pem, trust_domain=None, now=None, label='x509pop certificate spire/x509pop.crt'):
+    """The x509pop attestation certificate of a stack (``spire/x509pop.crt``, public half only), read once
+    for the checklist's ``x509pop_cert_expiry`` and the incident's classification.
+
+    Returns a plain dict: ``present`` and ``error`` (missing, or not a certificate); then ``subject``,
+    ``not_before``, ``not_after``, ``remaining_seconds``, ``expired``, ``not_yet_valid`` and the SPIFFE ID
+    the agent gets when it attests with it (``agent_spiffe_id``; None without ``trust_domain``).
+    """
+    if not cert_pem:
+        return dict(present=False, error='spire/x509pop.crt is missing from the stack directory')
+    try:
+        cert = load_pem_chain(cert_pem, label)[0]
+    except X509Error as exc:
+        return dict(present=False, error=str(exc))
+    return dict(present=True, error=None, subject=cert.subject.rfc4514_string(),
+                not_before=isoformat(not_valid_before(cert)), not_after=isoformat(not_valid_after(cert)),
+                remaining_seconds=remaining_seconds(cert, now), expired=is_expired(cert, now),
+                not_yet_valid=is_not_yet_valid(cert, now),
+                agent_spiffe_id=x509pop_agent_spiffe_id(trust_domain, cert) if trust_domain else None)

@@ -200,9 +200,22 @@ served:
   returned: success
   type: dict
 x509pop:
-  description: The x509pop attestation certificate (validity, agent SPIFFE ID).
+  description:
+    - The x509pop attestation certificate, read as the checklist reads it (C(_x509.x509pop_verdict)).
+    - C(present), C(error), C(subject), C(not_before), C(not_after), C(remaining_seconds), C(expired),
+      C(not_yet_valid), and C(agent_spiffe_id), the ID the agent gets when it attests with it.
   returned: success
   type: dict
+  sample:
+    present: true
+    error: null
+    subject: CN=registry1.operator1.example.com
+    not_before: "2026-11-27T10:00:00Z"
+    not_after: "2027-11-27T10:00:00Z"
+    remaining_seconds: 31449600
+    expired: false
+    not_yet_valid: false
+    agent_spiffe_id: spiffe://example.com/spire/agent/x509pop/1ad7290f48e13f05733e322e99503c8b58d64f63
 server_endpoint:
   description: The SPIRE server address and port from agent.conf.
   returned: success
@@ -355,7 +368,7 @@ def collect(module, client):
     served_der, served_error = _served_der(params['federation_host'], params['federation_port'], params['timeout'])
     served = inc.served_state(served_der, svid, served_error)
 
-    pop = inc.x509pop_state(_read(os.path.join(stack_dir, 'spire', 'x509pop.crt')), params['trust_domain'], now)
+    pop = x509u.x509pop_verdict(_read(os.path.join(stack_dir, 'spire', 'x509pop.crt')), params['trust_domain'], now)
 
     conf_text = (_read(os.path.join(stack_dir, 'spire', 'agent.conf')) or b'').decode('utf-8', 'replace')
     conf = dict(_CONF_RE.findall(conf_text))

@@ -229,14 +229,6 @@ def test_svid_state(pki):
     assert 'no PEM certificate' in inc.svid_state(b'junk', pki.registry_id, None, 15, pki.now)['error']
 
 
-def test_x509pop_state(pki):
-    state = inc.x509pop_state(pki.cert_pem(pki.expired_leaf), 'example.com', pki.now)
-    assert state['expired']
-    assert state['agent_spiffe_id'] == _x509.x509pop_agent_spiffe_id('example.com', pki.expired_leaf)
-    assert not inc.x509pop_state(pki.cert_pem(pki.leaf), 'example.com', pki.now)['expired']
-    assert not inc.x509pop_state(None, 'example.com', pki.now)['present']
-
-
 def test_served_state(pki):
     svid = inc.svid_state(pki.cert_pem(pki.leaf), pki.registry_id, pki.now, 15, pki.now)
     from cryptography.hazmat.primitives import serialization
@@ -299,7 +291,7 @@ def test_expired_x509pop_is_not_revoked(pki):
     ev = healthy_evidence(pki, pki.now)
     ev['containers']['spire-agent'].update(status='restarting', restarting=True, health='unhealthy')
     ev['agent_signal'] = inc.agent_signal(lines(AGENT_EXPIRED))
-    ev['x509pop'] = inc.x509pop_state(pki.cert_pem(pki.expired_leaf), 'example.com', pki.now)
+    ev['x509pop'] = _x509.x509pop_verdict(pki.cert_pem(pki.expired_leaf), 'example.com', pki.now)
     result = inc.classify(ev)
     assert result['category'] == 'x509pop_expired' and result['escalate'] and not result['restart']
     # From the file alone too (the agent still runs on its cached SVID).

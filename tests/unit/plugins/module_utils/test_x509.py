@@ -701,3 +701,23 @@ def test_import_without_cryptography():
                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
     assert proc.returncode == 0, proc.stderr
     assert 'cryptography >= 38.0 is required' in proc.stdout
+
+
+# Moved from test_incident.py (was _incident.x509pop_state): one reading of the x509pop certificate.
+def test_x509pop_state(pki):
+    state = x.x509pop_verdict(pki.cert_pem(pki.expired_leaf), 'example.com', pki.now)
+    assert state['expired']
+    assert state['agent_spiffe_id'] == x.x509pop_agent_spiffe_id('example.com', pki.expired_leaf)
+    assert not x.x509pop_verdict(pki.cert_pem(pki.leaf), 'example.com', pki.now)['expired']
+    assert not x.x509pop_verdict(None, 'example.com', pki.now)['present']
+
+
+def test_x509pop_verdict_reads_what_the_checklist_and_the_incident_need(pki):
+    state = x.x509pop_verdict(pki.cert_pem(pki.leaf), None, pki.now)
+    assert state['present'] and state['error'] is None and state['agent_spiffe_id'] is None
+    assert not state['not_yet_valid'] and state['remaining_seconds'] > 0
+    assert state['not_after'] == x.isoformat(x.not_valid_after(pki.leaf))
+    early = x.x509pop_verdict(pki.cert_pem(pki.leaf), None, x.not_valid_before(pki.leaf) - datetime.timedelta(1))
+    assert early['not_yet_valid'] and not early['expired']
+    junk = x.x509pop_verdict(b'junk', 'example.com', pki.now)
+    assert not junk['present'] and 'x509pop certificate spire/x509pop.crt' in junk['error']
