@@ -13,24 +13,19 @@ stack, how it is probed, how a rollback undoes it, and how a value is generated.
 Derived from this table, in Python (nothing to edit there):
 
 - the rotation: ``_rotation`` (keys it rotates, the server changed live, rollback plan),
-  ``credential_rotate`` (argument ``secrets`` choices, per-key steps and checks),
+  ``credential_rotate`` (the keys its ``secrets`` option accepts, per-key steps and checks),
   ``_rotation_journal.decide`` (which servers must hold the new value);
 - the live password checks: ``_live_auth.KIND_OF_KEY``;
 - the checklist's secret set: ``_checklist.SECRET_KEYS``, ``DB_SECRET_KEYS``,
-  ``DB_SECRET_SERVICES``.
+  ``DB_SECRET_SERVICES``;
+- the roles, through the lookup ``theprotocol.operator.credentials``: the keys ``operator_stack``
+  generates in ``.env.operator`` and the keys ``secret_rotation``'s preflight accepts.
 
-Copies in files that cannot import Python, each compared with this table by
-``tests/unit/plugins/module_utils/test_credentials.py`` (a drift fails the unit tests
-and names the file):
-
-- ``roles/operator_stack/defaults/main.yml`` and ``roles/operator_stack/meta/argument_specs.yml``:
-  ``operator_stack_env_secrets`` (the keys ``operator_env`` generates), in this order;
-- ``roles/operator_stack/templates/docker-compose.operator.yml.j2``: the top-level
-  ``secrets:`` (``<compose_secret>: {environment: <KEY>}``) and, in each consumer,
-  ``secrets: [<compose_secret>]`` with ``<KEY>_FILE``;
-- ``roles/secret_rotation/meta/argument_specs.yml``: ``secret_rotation_secrets`` ``choices``;
-- ``plugins/modules/credential_rotate.py``: ``DOCUMENTATION`` ``secrets`` ``choices``
-  (ansible-doc reads a literal; the argument spec itself is derived).
+One copy in a file that cannot import Python, compared with this table by
+``tests/unit/plugins/module_utils/test_credentials.py`` (a drift fails the unit tests and
+names the file): ``roles/operator_stack/templates/docker-compose.operator.yml.j2``, the top-level
+``secrets:`` (``<compose_secret>: {environment: <KEY>}``) and, in each consumer,
+``secrets: [<compose_secret>]`` with ``<KEY>_FILE``.
 
 Prose that names the keys (READMEs, comments, the molecule ``rotation`` scenario's
 ``verify.yml``) is not checked.

@@ -97,10 +97,12 @@ options:
     type: str
     default: docker-compose.operator.yml
   secrets:
-    description: The keys to rotate. Empty means all of them.
+    description:
+      - The keys to rotate. Empty means all of them.
+      - The credentials the collection declares (C(POSTGRES_PASSWORD), C(REDIS_PASSWORD), C(INTERNAL_API_KEY) today;
+        lookup C(theprotocol.operator.credentials)); any other key fails before a change, naming the valid ones.
     type: list
     elements: str
-    choices: [POSTGRES_PASSWORD, REDIS_PASSWORD, INTERNAL_API_KEY]
     default: []
   backup_file:
     description:
@@ -729,8 +731,7 @@ def main():
             registry_name=dict(type='str', required=True),
             env_file=dict(type='str', default='.env.operator'),
             compose_file=dict(type='str', default='docker-compose.operator.yml'),
-            secrets=dict(type='list', elements='str', default=[], no_log=False,
-                         choices=list(_rotation.SUPPORTED_SECRETS)),
+            secrets=dict(type='list', elements='str', default=[], no_log=False),
             backup_file=dict(type='path'),
             backup_keep=dict(type='int', default=10),
             secret_length=dict(type='int', default=_secrets.DEFAULT_SECRET_BYTES, no_log=False),

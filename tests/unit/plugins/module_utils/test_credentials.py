@@ -15,12 +15,14 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from ansible.errors import AnsibleLookupError
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist
 from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials as c
 from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
+from ansible_collections.theprotocol.operator.plugins.lookup.credentials import LookupModule
 from ansible_collections.theprotocol.operator.plugins.modules import credential_rotate
 
 REPO = Path(__file__).resolve().parents[4]
@@ -168,25 +170,40 @@ def test_validate_selection_names_the_registry():
     assert 'only %s are rotated live' % ', '.join(c.ROTATABLE) in str(info.value)
 
 
-# ----------------------------------------------------------------------------- copies in YAML (cannot import Python)
+# ----------------------------------------------------------------------------- the roles read the registry
 
-def test_operator_stack_generates_every_credential():
+def test_operator_stack_generates_every_credential_from_the_registry():
+    """No list of keys in the role: its env task generates lookup('theprotocol.operator.credentials')."""
     defaults = _yaml('operator_stack/defaults/main.yml')['operator_stack_env_secrets']
     specs = _yaml('operator_stack/meta/argument_specs.yml')['argument_specs']['main']['options']
-    assert defaults == list(c.KEYS), 'roles/operator_stack/defaults/main.yml: operator_stack_env_secrets'
-    assert specs['operator_stack_env_secrets']['default'] == list(c.KEYS), \
-        'roles/operator_stack/meta/argument_specs.yml: operator_stack_env_secrets default'
+    assert defaults == [] and specs['operator_stack_env_secrets']['default'] == [], \
+        'operator_stack_env_secrets holds extra keys only; the credentials come from the registry'
+    env_task = (ROLES / 'operator_stack' / 'tasks' / 'env.yml').read_text()
+    assert "lookup('theprotocol.operator.credentials', wantlist=True) + operator_stack_env_secrets" in env_task
 
 
-def test_secret_rotation_choices_are_the_rotatable_credentials():
+def test_secret_rotation_checks_its_keys_against_the_registry():
     specs = _yaml('secret_rotation/meta/argument_specs.yml')['argument_specs']['main']['options']
-    assert specs['secret_rotation_secrets']['choices'] == list(c.ROTATABLE), \
-        'roles/secret_rotation/meta/argument_specs.yml: secret_rotation_secrets choices'
-    assert 'INTERNAL_API_KEY' not in (ROLES / 'secret_rotation' / 'tasks' / 'preflight.yml').read_text(), \
-        'roles/secret_rotation/tasks/preflight.yml: no list of keys (the argument spec checks them)'
+    assert 'choices' not in specs['secret_rotation_secrets'], 'the preflight checks them against the registry'
+    preflight = (ROLES / 'secret_rotation' / 'tasks' / 'preflight.yml').read_text()
+    assert "lookup('theprotocol.operator.credentials', rotatable=true, wantlist=True)" in preflight
+    assert 'INTERNAL_API_KEY' not in preflight, 'roles/secret_rotation/tasks/preflight.yml: no list of keys'
 
 
-def test_credential_rotate_documents_the_rotatable_credentials():
+def test_credential_rotate_checks_its_keys_against_the_registry():
     options = yaml.safe_load(credential_rotate.DOCUMENTATION)['options']
-    assert options['secrets']['choices'] == list(c.ROTATABLE), \
-        'plugins/modules/credential_rotate.py: DOCUMENTATION secrets choices'
+    assert 'choices' not in options['secrets']
+    with pytest.raises(_rotation.RotationError, match='Cannot rotate BOGUS_KEY: only POSTGRES_PASSWORD, '
+                       'REDIS_PASSWORD, INTERNAL_API_KEY are rotated live. Nothing was changed.'):
+        _rotation.validate_selection(['REDIS_PASSWORD', 'BOGUS_KEY'])
+
+
+def test_the_lookup_gives_the_registry():
+    lookup = LookupModule()
+    assert lookup.run([], variables={}) == list(c.KEYS)
+    assert lookup.run([], variables={}, rotatable=True) == list(c.ROTATABLE)
+    assert lookup.run([], variables={}, rotatable='yes') == list(c.ROTATABLE)
+    with pytest.raises(AnsibleLookupError, match='takes no terms'):
+        lookup.run(['POSTGRES_PASSWORD'], variables={})
+    with pytest.raises(AnsibleLookupError, match='no option secret'):
+        lookup.run([], variables={}, secret=True)
