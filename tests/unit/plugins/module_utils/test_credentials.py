@@ -15,14 +15,12 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from ansible.errors import AnsibleLookupError
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist
 from ansible_collections.theprotocol.operator.plugins.module_utils import _credentials as c
 from ansible_collections.theprotocol.operator.plugins.module_utils import _live_auth
 from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
-from ansible_collections.theprotocol.operator.plugins.lookup.credentials import LookupModule
 from ansible_collections.theprotocol.operator.plugins.modules import credential_rotate
 
 REPO = Path(__file__).resolve().parents[4]
@@ -196,14 +194,3 @@ def test_credential_rotate_checks_its_keys_against_the_registry():
     with pytest.raises(_rotation.RotationError, match='Cannot rotate BOGUS_KEY: only POSTGRES_PASSWORD, '
                        'REDIS_PASSWORD, INTERNAL_API_KEY are rotated live. Nothing was changed.'):
         _rotation.validate_selection(['REDIS_PASSWORD', 'BOGUS_KEY'])
-
-
-def test_the_lookup_gives_the_registry():
-    lookup = LookupModule()
-    assert lookup.run([], variables={}) == list(c.KEYS)
-    assert lookup.run([], variables={}, rotatable=True) == list(c.ROTATABLE)
-    assert lookup.run([], variables={}, rotatable='yes') == list(c.ROTATABLE)
-    with pytest.raises(AnsibleLookupError, match='takes no terms'):
-        lookup.run(['POSTGRES_PASSWORD'], variables={})
-    with pytest.raises(AnsibleLookupError, match='no option secret'):
-        lookup.run([], variables={}, secret=True)
