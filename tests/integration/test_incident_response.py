@@ -13,6 +13,7 @@ import tarfile
 import time
 
 import pytest
+import lab_registry
 from conftest import REPO, put_file, recap, run_playbook, server_cli, sh, wait_for
 
 # Lab host of this module: host5. make integration runs modules in parallel (one worker per
@@ -187,6 +188,41 @@ def test_agent_killed_recovered_with_the_60s_wait(host, stack):
     print(f"agent killed -> recovered in {time.monotonic() - t0:.0f}s; cert-writer started "
           f"{(writer - agent).total_seconds():.1f}s after the agent")
     wait_stack_healthy(host)
+
+
+def test_a_newer_image_in_the_registry_is_reported_not_escalated(host, stack, tmp_path):
+    """Issue 14's case on the lab: the spire-agent killed while the lab registry holds a newer image of
+    redis under the tag the stack runs (images_up_to_date fails: the incident did not cause it and a
+    restart cannot fix it). The recovery restarts the agent, the cert-writer 60 s later, verifies the
+    checks its plan names and ends recovered, not escalated; the report names images_up_to_date as
+    reported. Before the recovery plan became data, the same stack retried until 248 s and escalated."""
+    repo, tag = "theprotocol/redis", f"incident-{HOST}"
+    with lab_registry.own_tag(repo, tag) as (manifest, media):
+        lab_registry.deploy_with_tag(HOST, tmp_path, "redis", tag)
+        try:
+            wait_stack_healthy(host)
+            lab_registry.push_newer(repo, tag, manifest, media, "org.theprotocol.lab.incident-newer")
+            sh(host, ["docker", "kill", f"{REGISTRY}-spire-agent"])
+            wait_for("spire-agent to be down", lambda: not inspect(host, "spire-agent")["State"]["Running"],
+                     timeout=30)
+            t0 = time.monotonic()
+            rc, result = respond(stack, "-e", "incident_response_mail_enabled=false")
+            text = json.dumps(result)
+            assert rc == 0, text[-4000:]
+            c = classification(result)
+            assert c["category"] == "local_fault" and "spire_agent" in c["faults"], c
+            green = task_results(result, CHECKLIST_GREEN)[0]
+            assert green["summary"]["failed"] == ["images_up_to_date"], green["summary"]
+            assert "(reported, not escalated): images_up_to_date" in text
+            assert "ESCALATED" not in text and "ESCALATION NOT DELIVERED" not in text
+            assert recap(result)[HOST]["failures"] == 0
+            print(f"agent killed with a newer redis image in the registry: recovered in "
+                  f"{time.monotonic() - t0:.0f}s, checklist verified after {green.get('attempts', 1)} attempt(s)")
+        finally:
+            lab_registry.deploy_with_tag(HOST, tmp_path, "redis", "lab")
+            wait_stack_healthy(host)
+            for bundle in stack.glob("*.tar.gz"):
+                bundle.unlink()
 
 
 OLD_PASSWORD = "old-postgres-password-it-4711"

@@ -207,6 +207,38 @@ def test_a_registry_name_the_frame_did_not_register_is_refused_before_any_change
     assert sh(target, ["test", "-e", "/opt/theprotocol/notregistered"], check=False)[0] != 0
 
 
+def test_a_workload_entry_for_another_compose_project_is_refused_before_any_change(target, lab, dkr, onboarded):
+    """The frame recorded the registry name, but its workload entry selects another compose project (selectors
+    changed at the frame): the preflight refuses before any change, naming the project, the selectors and what
+    to do. The frame then onboards the operator again with its default selectors, and the preflight passes."""
+    operator, registry = onboarded["theprotocol_operator_name"], onboarded["theprotocol_registry_name"]
+    other = f"{registry}-elsewhere"
+    selectors = [f"docker:label:com.docker.compose.project:{other}", "docker:label:com.docker.compose.service:cert-writer"]
+    spiffe_id = f"spiffe://{lab['trust_domain']}/service/registry-{operator}"
+    try:
+        rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{TARGET}", "--tags", "onboarding",
+                                  "-e", json.dumps({"operator_onboarding_workload_selectors": selectors}))
+        assert rc == 0, failure_messages(result) or result
+        entries = json.loads(server_cli(dkr, lab, "entry", "show", "-spiffeID", spiffe_id, "-output", "json"))["entries"]
+        assert {f"{s['type']}:{s['value']}" for e in entries for s in e["selectors"]} == set(selectors)
+        before = sh(target, PROBE)[1]
+        rc, result = run_playbook("playbooks/site.yml", "-l", TARGET)
+        assert rc != 0
+        msg = _stopped_by_the_preflight(result, before, target)
+        for words in (f"selects the compose project '{other}'", f"docker:label:com.docker.compose.project:{other}",
+                      f"not '{registry}'", "cert-writer would get no SVID", f"onboard operator '{operator}' again",
+                      f"registry_name '{other}'"):
+            assert words in msg, (words, msg)
+    finally:
+        rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{TARGET}", "--tags", "onboarding")
+        assert rc == 0, failure_messages(result) or result
+    entries = json.loads(server_cli(dkr, lab, "entry", "show", "-spiffeID", spiffe_id, "-output", "json"))["entries"]
+    assert f"docker:label:com.docker.compose.project:{registry}" in {
+        f"{s['type']}:{s['value']}" for e in entries for s in e["selectors"]}
+    rc, result = run_playbook("playbooks/site.yml", "-l", TARGET, "--check")
+    assert not [m for m in failure_messages(result) if PREFLIGHT_STOP in m], failure_messages(result)
+
+
 def test_site_check_deploys_on_the_contracts_federation_port_and_stack_dir(target, onboarded):
     """theprotocol_federation_port and theprotocol_stack_dir reach operator_stack in site.yml (issue 16: they did
     not, a fleet-wide 9443 was deployed on 8443). --check --diff on the fresh host shows the compose file that

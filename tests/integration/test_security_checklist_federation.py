@@ -7,17 +7,12 @@ the two halves run in parallel."""
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import re
-import ssl
-import time
-import urllib.request
 
-import yaml
-
+import lab_registry
 from checklist_stack import WINDOW, ChecklistHost, assert_only
-from conftest import STATE, run_playbook, sh, put_file, wait_for
+from conftest import run_playbook, sh, put_file, wait_for
 
 # Lab host of this module: host11. make integration runs modules in parallel (one worker per
 # module); modules that share a host must not disturb each other.
@@ -39,56 +34,22 @@ def test_nginx_federation_stopped(stack, tmp_path):
     wait_all_pass(tmp_path)
 
 
-def _registry_api(method, path, body=None, headers=None):
-    context = ssl.create_default_context(cafile=str(STATE / "pki" / "tls-ca.crt"))
-    req = urllib.request.Request(f"https://localhost:5000{path}", data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(req, context=context, timeout=30) as resp:
-        return resp.read(), dict(resp.headers)
-
-
-def _deploy_redis_image(tmp_path, tag):
-    """site.yml on HOST with its redis image taken from ``tag`` of the lab registry's repository."""
-    images = dict(yaml.safe_load((STATE / "inventory.yml").read_text())["all"]["vars"]["theprotocol_images"])
-    images["redis"] = images["redis"].rsplit(":", 1)[0] + ":" + tag
-    extra = tmp_path / f"images-{tag}.json"
-    extra.write_text(json.dumps({"theprotocol_images": images}))
-    rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", f"@{extra}")
-    assert rc == 0, result
-
-
 def test_newer_image_pushed(stack, tmp_path):
     """A newer image under the tag the stack runs fails the check. The tag is this module's own
     (a copy of the lab's redis manifest): the lab tags are shared by every host, and a newer image
     under them would fail the checklist of the modules running in parallel on other hosts."""
     repo, tag = "theprotocol/redis", f"checklist-{HOST}"
-    accept = ("application/vnd.docker.distribution.manifest.v2+json,application/vnd.oci.image.manifest.v1+json")
-    manifest, headers = _registry_api("GET", f"/v2/{repo}/manifests/lab", headers={"Accept": accept})
-    media = headers["Content-Type"]
-    _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
-    _deploy_redis_image(tmp_path, tag)
-    try:
-        doc = json.loads(manifest)
-        config, dummy = _registry_api("GET", f"/v2/{repo}/blobs/{doc['config']['digest']}")
-        cfg = json.loads(config)
-        cfg.setdefault("config", {}).setdefault("Labels", {})["org.theprotocol.lab.checklist-newer"] = str(time.time())
-        new_config = json.dumps(cfg).encode()
-        digest = "sha256:" + hashlib.sha256(new_config).hexdigest()
-        dummy, upload = _registry_api("POST", f"/v2/{repo}/blobs/uploads/", b"")
-        location = upload["Location"]
-        location = location if location.startswith("http") else f"https://localhost:5000{location}"
-        sep = "&" if "?" in location else "?"
-        _registry_api("PUT", location.replace("https://localhost:5000", "") + f"{sep}digest={digest}", new_config,
-                      {"Content-Type": "application/octet-stream"})
-        doc["config"] = dict(doc["config"], digest=digest, size=len(new_config))
-        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", json.dumps(doc).encode(), {"Content-Type": media})
-        results, dummy, dummy2 = verify(tmp_path)
-        assert_only(results, "images_up_to_date", "fail", f"{repo}:{tag}", "redis runs", "newer image was pushed")
-        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
-        results, dummy, dummy2 = verify(tmp_path, name="after")
-        assert results["images_up_to_date"]["status"] == "pass"
-    finally:
-        _registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
-        _deploy_redis_image(tmp_path, "lab")
+    with lab_registry.own_tag(repo, tag) as (manifest, media):
+        lab_registry.deploy_with_tag(HOST, tmp_path, "redis", tag)
+        try:
+            lab_registry.push_newer(repo, tag, manifest, media, "org.theprotocol.lab.checklist-newer")
+            results, dummy, dummy2 = verify(tmp_path)
+            assert_only(results, "images_up_to_date", "fail", f"{repo}:{tag}", "redis runs", "newer image was pushed")
+            lab_registry.registry_api("PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": media})
+            results, dummy, dummy2 = verify(tmp_path, name="after")
+            assert results["images_up_to_date"]["status"] == "pass"
+        finally:
+            lab_registry.deploy_with_tag(HOST, tmp_path, "redis", "lab")
 
 
 def test_nginx_not_reloaded_after_rotation(stack, tmp_path):
