@@ -534,3 +534,48 @@ class Gatherer:
                                              now=self.now)
         return _local(dict(path=_rotation_journal.journal_path(self.env_path), error=error,
                            rotation=rotation_facts((doc or {}).get('rotation')), secret_ages=ages))
+
+
+# --------------------------------------------------------------------------- the checklist over the facts
+
+# The thresholds of the checks, for every module that runs the checklist (security_checklist, and
+# incident_evidence with checklist=true); documented once in the doc fragment theprotocol.operator._checklist.
+CHECKLIST_ARGUMENT_SPEC = dict(
+    svid_min_remaining_seconds=dict(type='int', default=30),
+    served_svid_grace=dict(type='int', default=15),
+    x509pop_warn_days=dict(type='int', default=30),
+    eventstore_window=dict(type='int', default=300),
+    secret_max_age_days=dict(type='int', default=_rotation_journal.DEFAULT_MAX_AGE_DAYS, no_log=False),
+)
+
+
+def checklist_problems(params, checks=None):
+    """What is wrong with the thresholds of :data:`CHECKLIST_ARGUMENT_SPEC` and the check ids ``checks``."""
+    problems = []
+    if params['eventstore_window'] <= 0:
+        problems.append('eventstore_window must be a positive number of seconds, got %d.' % params['eventstore_window'])
+    for name in ('svid_min_remaining_seconds', 'x509pop_warn_days', 'secret_max_age_days'):
+        if params[name] < 0:
+            problems.append('%s must be 0 or more, got %d.' % (name, params[name]))
+    unknown = [c for c in checks or [] if c not in cl.CHECK_IDS]
+    if unknown:
+        problems.append('Unknown check(s) %s; known: %s.' % (', '.join(unknown), ', '.join(cl.CHECK_IDS)))
+    return problems
+
+
+def checklist(gatherer, selected=None, mask=None):
+    """Gather the facts of the ``selected`` checks (default all) once and judge them (``_checklist.run``).
+
+    ``mask(secrets)`` is called with the env file's secret values before any fact is gathered (the module
+    registers them with Ansible's output masking). Returns ``(result, facts)``: ``result`` as the
+    security_checklist module returns it (results, summary, registry_name, checked_at), ``facts`` scrubbed
+    of every secret value. Raises ObserveError."""
+    selected = list(selected or cl.CHECK_IDS)
+    secrets = gatherer.read_env()
+    if mask is not None:
+        mask(secrets)
+    facts = gatherer.gather(cl.facts_needed(selected))
+    results = cl.scrub(cl.run(facts, selected, regather=gatherer.refresh), secrets)
+    result = dict(results=results, summary=cl.summarize(results), registry_name=gatherer.params['registry_name'],
+                  checked_at=gatherer.now.strftime('%Y-%m-%dT%H:%M:%SZ'))
+    return result, cl.scrub(facts, secrets)

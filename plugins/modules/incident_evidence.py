@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - theprotocol.operator._attributes
   - theprotocol.operator._attributes.info_module
   - theprotocol.operator._stack
+  - theprotocol.operator._checklist
 options:
   env_file:
     description: Env file name in O(stack_dir); its secret values and those of its backups are redacted from everything
@@ -75,6 +76,15 @@ options:
       - Seconds, counted from the spire-agent restart, before cert-writer is restarted, the C(wait) of the V(wait) step
         in RV(classification.recovery). Without it, the guide's 60 s.
     type: int
+  checklist:
+    description:
+      - Also evaluate the security checklist (every check of M(theprotocol.operator.security_checklist), with the
+        thresholds below) and return it as RV(checklist), from the same observation of the stack. The containers are
+        inspected once for both, and the C(spire-agent healthcheck) runs once; the evidence and the checklist cannot
+        disagree because they looked at different moments. The guide's Step 1 in one call.
+    type: bool
+    default: false
+    version_added: 0.3.0
 notes:
   - Run with become (root) on the registry host; the module reads the stack directory and the certs volume.
   - Timestamps are ISO-8601 UTC with milliseconds, for example V(2026-06-04T12:00:00.000Z).
@@ -232,6 +242,20 @@ versions:
   description: Docker engine and spire-agent versions.
   returned: success
   type: dict
+checklist:
+  description:
+    - The security checklist of the stack, as M(theprotocol.operator.security_checklist) returns it (C(results),
+      C(summary), C(registry_name), C(checked_at)), judged on the same observation as the evidence.
+    - When the checklist could not run, C(error) says why (the evidence is still collected).
+  returned: when O(checklist=true)
+  type: dict
+  version_added: 0.3.0
+  sample:
+    registry_name: registry1
+    checked_at: "2026-11-28T05:40:00Z"
+    summary: {status: pass, failed: [], warned: [], total: 14, counts: {pass: 14, warn: 0, fail: 0, skip: 0}}
+    results:
+      - {id: spire_agent_healthy, status: pass, title: SPIRE agent healthy and holding a usable identity}
 redacted_values:
   description: How many distinct secret values of the env file and its backups were registered for redaction (never
     the values).
@@ -252,6 +276,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
+from ansible_collections.theprotocol.operator.plugins.module_utils import _observe as observe
+from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
@@ -313,11 +339,21 @@ def collect(module, client):
     redactor = inc.Redactor(secrets)
     expected_id = x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
 
+    # One observation for the evidence and the checklist: the gatherer inspects each container once and runs the
+    # agent healthcheck once; the evidence takes both from it.
+    gatherer = observe.Gatherer(client, params, now=now)
+    checklist, gathered = None, {}
+    if params['checklist']:
+        try:
+            checklist, gathered = observe.checklist(
+                gatherer, mask=lambda values: module.no_log_values.update(_secrets.no_log_values(values)))
+        except observe.ObserveError as exc:
+            checklist = dict(error=redactor.text(str(exc)))
+
     containers, handles = {}, {}
     for service in stack.SERVICES:
-        try:
-            container = client.containers.get(stack.container_name(registry, service))
-        except docker.errors.NotFound:
+        container = gatherer.container(service)[0]
+        if container is None:
             containers[service] = inc.container_facts(None)
             handles[service] = None
             continue
@@ -340,8 +376,8 @@ def collect(module, client):
     agent = handles['spire-agent']
     if agent is not None and containers['spire-agent']['running']:
         try:
-            res = stack.exec_run(agent, list(stack.AGENT_HEALTHCHECK), params['timeout'], read_only=True)
-            healthcheck = {'rc': res.exit_code, 'output': redactor.text(res.output.decode('utf-8', 'replace')).strip(),
+            answer = gathered.get('agent_healthcheck') or gatherer.exec_in('spire-agent', list(stack.AGENT_HEALTHCHECK))
+            healthcheck = {'rc': answer['exit_code'], 'output': redactor.text(answer['output'] or '').strip(),
                            'at': inc.isoformat(inc.utcnow())}
             res = stack.exec_run(agent, ['/opt/spire/bin/spire-agent', '--version'], params['timeout'],
                                  read_only=True)
@@ -405,6 +441,8 @@ def collect(module, client):
         'versions': versions,
     }
     evidence['classification'] = inc.classify(evidence, params['restart_wait'])
+    if checklist is not None:
+        evidence['checklist'] = checklist
     evidence = redactor.data(evidence)
     evidence['redacted_values'] = len(secrets)
     evidence['redaction_env_files'] = env_files
@@ -420,6 +458,8 @@ def main():
             registry_scan_lines=dict(type='int', default=5000),
             agent_log_lines=dict(type='int', default=200),
             restart_wait=dict(type='int'),
+            checklist=dict(type='bool', default=False),
+            **observe.CHECKLIST_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
@@ -431,6 +471,8 @@ def main():
             problems.append('%s must be 1 or more, got %d.' % (key, params[key]))
     if params['restart_wait'] is not None and params['restart_wait'] < 0:
         problems.append('restart_wait must be 0 or more, got %d.' % params['restart_wait'])
+    if params['checklist']:
+        problems.extend(observe.checklist_problems(params))
     try:
         x509u.validate_trust_domain(params['trust_domain'])
         x509u.validate_operator_name(params['operator_name'])
@@ -438,7 +480,8 @@ def main():
         problems.append(str(exc))
     if problems:
         module.fail_json(msg='Invalid options: %s' % ' '.join(problems))
-    client = stack.docker_client(module, params)
+    # The checklist's registry lookups (images_up_to_date) get the security_checklist module's extra time.
+    client = stack.docker_client(module, params, extra_timeout=20 if params['checklist'] else 0)
     try:
         result = collect(module, client)
     except (x509u.X509Error, _envfile.EnvFileError, inc.IncidentError) as exc:

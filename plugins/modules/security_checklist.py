@@ -42,37 +42,12 @@ extends_documentation_fragment:
   - theprotocol.operator._attributes
   - theprotocol.operator._attributes.info_module
   - theprotocol.operator._stack
+  - theprotocol.operator._checklist
 options:
   cert_writer_interval:
     description: The cert-writer fetch interval in seconds; a fetch must be logged, and the files written, within twice it.
     type: int
     default: 300
-  svid_min_remaining_seconds:
-    description: The registry SVID must stay valid at least this long.
-    type: int
-    default: 30
-  served_svid_grace:
-    description:
-      - Seconds to keep probing when the served certificate differs from the one on the volume, so that a rotation
-        caught between the cert-writer's swap and nginx's reload (the nginx image polls every few seconds) is not
-        reported as a missed reload.
-    type: int
-    default: 15
-  x509pop_warn_days:
-    description: Warn when the x509pop attestation certificate expires within this many days (fail once expired).
-    type: int
-    default: 30
-  eventstore_window:
-    description: Seconds of registry log to look at for EventStore writes and 401/403 refusals.
-    type: int
-    default: 300
-  secret_max_age_days:
-    description:
-      - V(secrets_age) warns when a secret of C(.env.operator) was set longer ago than this many days, or when its age is
-        unknown. The dates come from the rotation journal C(<env_file>.rotation.json) (written by
-        M(theprotocol.operator.operator_env) when it generates a secret and by a completed rotation).
-    type: int
-    default: 90
   checks:
     description:
       - Checks to evaluate (default all). Unselected checks are not reported, and the facts only they read are not
@@ -196,9 +171,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
 from ansible_collections.theprotocol.operator.plugins.module_utils import _observe as observe
-from ansible_collections.theprotocol.operator.plugins.module_utils import _rotation_journal
 from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
@@ -208,49 +181,32 @@ def run_checks(module, client):
     """Gather the facts of the selected checks once (_observe), judge them (_checklist.run)."""
     params = module.params
     started = time.monotonic()
-    selected = params['checks'] or list(cl.CHECK_IDS)
     gatherer = observe.Gatherer(client, params)
     try:
         # The secret set first: Ansible masks it in everything the module prints from now on.
-        secrets = gatherer.read_env()
-        module.no_log_values.update(_secrets.no_log_values(secrets))
-        facts = gatherer.gather(cl.facts_needed(selected))
+        out, facts = observe.checklist(gatherer, params['checks'],
+                                       mask=lambda secrets: module.no_log_values.update(_secrets.no_log_values(secrets)))
     except observe.ObserveError as exc:
         module.fail_json(msg=str(exc))
-    results = cl.scrub(cl.run(facts, selected, regather=gatherer.refresh), secrets)
-    out = dict(changed=False, results=results, summary=cl.summarize(results), registry_name=params['registry_name'],
-               checked_at=gatherer.now.strftime('%Y-%m-%dT%H:%M:%SZ'),
-               duration_seconds=round(time.monotonic() - started, 3))
+    out.update(changed=False, duration_seconds=round(time.monotonic() - started, 3))
     if params['return_facts']:
-        out['facts'] = cl.scrub(facts, secrets)
+        out['facts'] = facts
     return out
 
 
 def main():
     module = AnsibleModule(
         argument_spec=stack.argument_spec(
-            svid_min_remaining_seconds=dict(type='int', default=30),
-            served_svid_grace=dict(type='int', default=15),
-            x509pop_warn_days=dict(type='int', default=30),
-            eventstore_window=dict(type='int', default=300),
-            secret_max_age_days=dict(type='int', default=_rotation_journal.DEFAULT_MAX_AGE_DAYS, no_log=False),
             checks=dict(type='list', elements='str'),
             return_facts=dict(type='bool', default=False),
+            **observe.CHECKLIST_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
     params = module.params
     # missing_requirements: the Debian packages to install (the role installs them and runs the module again).
     stack.fail_on_missing_requirements(module, x509u.HAS_CRYPTOGRAPHY, x509u.CRYPTOGRAPHY_IMP_ERR)
-    problems = stack.problems(params)
-    if params['eventstore_window'] <= 0:
-        problems.append('eventstore_window must be a positive number of seconds, got %d.' % params['eventstore_window'])
-    for name in ('svid_min_remaining_seconds', 'x509pop_warn_days', 'secret_max_age_days'):
-        if params[name] < 0:
-            problems.append('%s must be 0 or more, got %d.' % (name, params[name]))
-    unknown = [c for c in params['checks'] or [] if c not in cl.CHECK_IDS]
-    if unknown:
-        problems.append('Unknown check(s) %s; known: %s.' % (', '.join(unknown), ', '.join(cl.CHECK_IDS)))
+    problems = stack.problems(params) + observe.checklist_problems(params, params['checks'])
     try:
         x509u.registry_spiffe_id(params['trust_domain'], params['operator_name'])
     except x509u.X509Error as exc:
