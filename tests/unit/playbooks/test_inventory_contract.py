@@ -104,3 +104,41 @@ def test_every_role_reads_the_same_input(suffix, source):
 def test_the_stack_dir_is_one_input_for_every_role():
     for name in ("operator_stack_dir", "security_checklist_stack_dir", "secret_rotation_dir", "incident_response_stack_dir"):
         assert CONTRACT[name] == "{{ _theprotocol_stack_dir }}", name
+
+
+# The roles stay usable on their own, so each keeps its own defaults; the contract's default of an input is
+# the default of every role variable it feeds. Checked here, so that the two cannot drift.
+_INPUT_DEFAULT_RE = re.compile(r"\{\{ theprotocol_\w+ \| default\((?P<default>.*?)(?:, true)?\)(?: \| bool)? \}\}")
+# The stack directory: the contract writes it as '/opt/theprotocol/' ~ <registry name>, the roles as
+# /opt/theprotocol/{{ <role>_registry_name }} or '' (computed at run time the same way).
+_SAME_STACK_DIR = re.compile(r"^(/opt/theprotocol/\{\{ \w+_registry_name \}\}|)$")
+
+
+def _role_defaults() -> dict:
+    out = {}
+    for path in sorted((REPO / "roles").glob("*/defaults/main.yml")):
+        out.update(yaml.safe_load(path.read_text()) or {})
+    return out
+
+
+def test_each_input_default_is_the_default_of_the_role_variables_it_feeds():
+    defaults = _role_defaults()
+    input_defaults = {}
+    for name, value in CONTRACT.items():
+        match = _INPUT_DEFAULT_RE.fullmatch(str(value))
+        if name.startswith("_theprotocol_") and match:
+            input_defaults[name] = match.group("default")
+    checked = 0
+    for name, value in CONTRACT.items():
+        feed = re.fullmatch(r"\{\{ (_theprotocol_\w+) \}\}", str(value))
+        if not feed or feed.group(1) not in input_defaults or name not in defaults:
+            continue
+        source, default = feed.group(1), input_defaults[feed.group(1)]
+        if source == "_theprotocol_stack_dir":
+            assert default == "'/opt/theprotocol/' ~ _theprotocol_registry_name", default
+            assert _SAME_STACK_DIR.match(str(defaults[name])), (name, defaults[name])
+        else:
+            assert yaml.safe_load(default) == defaults[name], \
+                f"{source} defaults to {default}, {name} (roles/*/defaults/main.yml) to {defaults[name]!r}"
+        checked += 1
+    assert checked >= 20, checked
