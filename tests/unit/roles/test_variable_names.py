@@ -49,3 +49,14 @@ def test_internal_variables_are_underscore_role_prefixed(role):
 
 def test_every_role_sets_something():
     assert all(names_set_by(role) for role in ROLE_DIRS)
+
+
+def test_the_checklist_reports_read_the_variable_the_role_registers():
+    """checklist_report reads each host's result by name (result_var): the name evaluate.yml registers."""
+    role = ROLES / "security_checklist"
+    registered = {task["register"] for task in _tasks(yaml.safe_load((role / "tasks" / "evaluate.yml").read_text()))
+                  if task.get("register")}
+    reports = [task for task in _tasks(yaml.safe_load((role / "tasks" / "reports.yml").read_text()))
+               if "theprotocol.operator.checklist_report" in task]
+    assert reports and all(task["theprotocol.operator.checklist_report"].get("result_var") in registered
+                           for task in reports), (registered, reports)
