@@ -198,8 +198,8 @@ def test_evidence_bundle_from_hostile_logs_holds_no_secret(capsys, monkeypatch, 
 
 # Issue 14: the guide's Step 1 in one call, one observation for the evidence and the checklist.
 @pytest.mark.parametrize('checklist', [True, False])
-def test_one_call_returns_the_evidence_and_the_checklist_of_one_observation(capsys, monkeypatch, tmp_path, pki,
-                                                                             checklist):
+def test_one_call_returns_the_evidence_and_the_checklist_of_one_observation(capsys, monkeypatch, tmp_path,
+                                                                            pki, checklist):
     from ansible_collections.theprotocol.operator.plugins.module_utils import _checklist as cl
     from ansible_collections.theprotocol.operator.tests.unit.plugins.module_utils import observed_stack as lab
     host = lab.LabHost(tmp_path, pki)
