@@ -332,7 +332,9 @@ class Gatherer:
             return out
         try:
             out['registry_digest'] = self.client.images.get_registry_data(ref).id
-        except DockerException as exc:
+        except Exception as exc:  # pylint: disable=broad-except
+            # A DockerException, or the SDK's requests timeout when dockerd is still waiting for an unreachable
+            # registry (a host cut off the network): a fact, not a crash of the module.
             out['error'] = 'cannot ask the image registry for the current digest (%s)' % (
                 str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
         return out

@@ -347,8 +347,12 @@ def collect(module, client):
         try:
             checklist, gathered = observe.checklist(
                 gatherer, mask=lambda values: module.no_log_values.update(_secrets.no_log_values(values)))
-        except observe.ObserveError as exc:
-            checklist = dict(error=redactor.text(str(exc)))
+        except Exception as exc:  # pylint: disable=broad-except
+            # The evidence is what step 1 must deliver (an incident is often a broken host): the checklist's
+            # failure is recorded, as the role did when the checklist was a task of its own.
+            checklist = dict(error=redactor.text('the security checklist could not run: %s: %s'
+                                                 % (type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc)
+                                                    else '')))
 
     containers, handles = {}, {}
     for service in stack.SERVICES:

@@ -244,17 +244,17 @@ LAB_HOSTS_NEEDED = 11
 # first (LPT: what starts last is short, so the run does not end with one long module alone while the other
 # workers idle). (xdist's loadgroup would allow one module for all Molecule scenarios, but its nodeid suffix
 # does not take with pytest 9; without --no-loadscope-reorder xdist orders modules by their number of tests.)
-# The order below is by the minutes each module took in the run of 2026-11-28 on the merged code (5 workers,
-# load average about 20, wall 52 min; test_ssh_host with its README and renewal tests counted at about 22):
+# The order below is by the minutes each module took in the cold run of 2026-11-28 06:06 (commit 035dfb4,
+# 5 workers, load average about 14, integration wall 50.5 min for 251 worker-minutes):
 # `make integration` writes .build/integration-junit.xml and `python benchmarks/integration_modules.py`
 # prints the minutes per module, to refresh it. Modules not listed take about a minute and go last.
-LONGEST_FIRST = ("test_operator_stack.py", "test_secret_rotation_crash.py", "test_ssh_host.py",
-                 "test_security_checklist_federation.py", "test_public_proxy.py", "test_secret_rotation.py",
-                 "test_incident_response.py", "test_security_checklist.py", "test_nginx_hook.py",
-                 "test_molecule_incident.py", "test_molecule_security_checklist.py", "test_docker_engine.py",
-                 "test_molecule_operator_stack.py", "test_molecule_rotation.py", "test_molecule_public_proxy.py",
-                 "test_operator_stack_inputs.py", "test_molecule_docker_engine.py",
-                 "test_molecule_operator_onboarding.py", "test_operator_onboarding.py")
+LONGEST_FIRST = ("test_incident_response.py", "test_secret_rotation_crash.py", "test_security_checklist_federation.py",
+                 "test_secret_rotation.py", "test_ssh_host.py", "test_security_checklist.py", "test_operator_stack.py",
+                 "test_public_proxy.py", "test_nginx_hook.py", "test_molecule_rotation.py",
+                 "test_molecule_operator_stack.py", "test_molecule_incident.py", "test_molecule_security_checklist.py",
+                 "test_operator_stack_inputs.py", "test_docker_engine.py", "test_molecule_public_proxy.py",
+                 "test_operator_onboarding.py", "test_molecule_operator_onboarding.py",
+                 "test_molecule_docker_engine.py")
 MOLECULE_SCENARIOS = sorted(p.name for p in (REPO / "molecule").iterdir() if (p / "molecule.yml").is_file())
 MOLECULE_MODULES = tuple(f"test_molecule_{s}.py" for s in MOLECULE_SCENARIOS)
 
