@@ -65,8 +65,10 @@ FACTS = {
     'agent_healthcheck': '`spire-agent healthcheck` in the agent container: exit_code (None when it did not run), '
                          'output (the last 2000 characters)',
     'agent_svid': 'PEM of the SPIRE agent\'s own SVID from its data directory (agent-data.json), or None',
-    'agent_log': 'the last 200 lines of the spire-agent log (docker logs --timestamps)',
-    'cert_writer_log': 'the last 50 lines of the cert-writer log (docker logs --timestamps)',
+    'agent_log': 'the last 200 lines of the spire-agent log (docker logs --timestamps; incident_evidence: its '
+                 'agent_log_lines)',
+    'cert_writer_log': 'the last 50 lines of the cert-writer log (docker logs --timestamps; incident_evidence: its '
+                       'log_lines)',
     'registry_log': 'the registry log of the last eventstore_window seconds (docker logs --timestamps)',
     'svid_files': 'the certs volume: certs_dir, svid_pem, bundle_pem (the volume\'s, else spire/bundle.pem of the '
                   'stack directory), key (svid_key_facts(): present, matches_svid, error) and written_at (the '
@@ -397,10 +399,14 @@ class Gatherer:
         return _local(_text(agent_svid_pem(data)) if data else None)
 
     def _plan_agent_log(self):
-        return {'': (self.log_lines, ('spire-agent', None, 200))}, lambda done: done['']
+        # incident_evidence's agent_log_lines when it gathers (its evidence takes the log from here), else 200.
+        return {'': (self.log_lines, ('spire-agent', None, self.params.get('agent_log_lines') or 200))}, \
+            lambda done: done['']
 
     def _plan_cert_writer_log(self):
-        return {'': (self.log_lines, ('cert-writer', None, 50))}, lambda done: done['']
+        # incident_evidence's log_lines when it gathers, else the guide's 50.
+        return {'': (self.log_lines, ('cert-writer', None, self.params.get('log_lines') or 50))}, \
+            lambda done: done['']
 
     def _plan_registry_log(self):
         since = self.now - datetime.timedelta(seconds=self.params['eventstore_window'])

@@ -368,10 +368,17 @@ def collect(module, client):
         containers[service] = inc.container_facts(container.attrs, image_attrs)
         handles[service] = container
 
+    def log_of(service, fact, tail):
+        # A log the gatherer read for the checklist (the same tail) is not read again.
+        lines = gathered.get(fact)
+        if lines is not None:
+            return inc.split_log('\n'.join(lines).encode('utf-8'), redactor)
+        return _logs(handles[service], tail, redactor)
+
     logs = {
-        'cert-writer': _logs(handles['cert-writer'], params['log_lines'], redactor),
+        'cert-writer': log_of('cert-writer', 'cert_writer_log', params['log_lines']),
         'nginx-federation': _logs(handles['nginx-federation'], params['log_lines'], redactor),
-        'spire-agent': _logs(handles['spire-agent'], params['agent_log_lines'], redactor),
+        'spire-agent': log_of('spire-agent', 'agent_log', params['agent_log_lines']),
     }
     registry_lines = _logs(handles['registry'], params['registry_scan_lines'], redactor)
     auth = inc.auth_failures(registry_lines, params['auth_failure_lines'])

@@ -219,8 +219,15 @@ def test_one_call_returns_the_evidence_and_the_checklist_of_one_observation(caps
     assert code == 0, result
     for value in host.secrets.values():
         assert value not in out
-    # Each container inspected once, the agent healthcheck run once, for the evidence and the checklist.
+    # Each container inspected once, the agent healthcheck run once, and the agent and cert-writer logs read
+    # once, for the evidence and the checklist (the registry log twice: a time window for the EventStore writes,
+    # the last lines for 401/403).
     assert sorted(gets) == sorted(set(gets)) and len(gets) == len(mod.stack.SERVICES)
+    reads = [service for kind, service in host.calls if kind == 'logs']
+    assert reads.count('spire-agent') == reads.count('cert-writer') == 1, reads
+    assert [service for kind, service in host.calls if kind == 'exec'].count('spire-agent') == 2  # healthcheck, --version
+    assert any(entry['line'] for entry in result['logs']['spire-agent'])
+    assert result['cert_writer'] == mod.inc.cert_writer_state(result['logs']['cert-writer'])
     assert result['agent_healthcheck']['rc'] == 0 and result['agent_healthcheck']['output'] == 'Agent is healthy.'
     if not checklist:
         assert 'checklist' not in result
