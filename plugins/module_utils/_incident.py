@@ -342,7 +342,7 @@ def classify(evidence, restart_wait=None):
     pop = evidence.get('x509pop') or {}
     reasons = []
 
-    agent_says_healthy = _stack.agent_health(health.get('rc'), health.get('output'))[0]
+    agent_says_healthy, agent_said = _stack.agent_health(health.get('rc'), health.get('output'))
     # The healthcheck answer now is authoritative; Docker's health status lags behind it.
     agent_running = bool(agent.get('running') and not agent.get('restarting'))
     agent_ok = agent_running and agent_says_healthy
@@ -415,7 +415,7 @@ def classify(evidence, restart_wait=None):
                        % (agent.get('status'), agent.get('health'), agent.get('exit_code')))
     elif not agent_says_healthy:
         faults.add('spire_agent')
-        reasons.append(_stack.agent_health(health.get('rc'), health.get('output'))[1])
+        reasons.append(agent_said)
     if not writer_ok:
         faults.add('cert_writer')
         reasons.append('cert-writer container %s (health %s, exit code %s)'

@@ -571,17 +571,17 @@ def checklist_problems(params, checks=None):
     return problems
 
 
-def checklist(gatherer, selected=None, mask=None):
+def checklist(gatherer, selected=None, no_log_values=None):
     """Gather the facts of the ``selected`` checks (default all) once and judge them (``_checklist.run``).
 
-    ``mask(secrets)`` is called with the env file's secret values before any fact is gathered (the module
-    registers them with Ansible's output masking). Returns ``(result, facts)``: ``result`` as the
+    The env file's secret values go into ``no_log_values`` (the module's ``no_log_values``: Ansible's output
+    masking) before any fact is gathered. Returns ``(result, facts)``: ``result`` as the
     security_checklist module returns it (results, summary, registry_name, checked_at), ``facts`` scrubbed
     of every secret value. Raises ObserveError."""
     selected = list(selected or cl.CHECK_IDS)
     secrets = gatherer.read_env()
-    if mask is not None:
-        mask(secrets)
+    if no_log_values is not None:
+        no_log_values.update(_secrets.no_log_values(secrets))
     facts = gatherer.gather(cl.facts_needed(selected))
     results = cl.scrub(cl.run(facts, selected, regather=gatherer.refresh), secrets)
     result = dict(results=results, summary=cl.summarize(results), registry_name=gatherer.params['registry_name'],

@@ -277,7 +277,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.theprotocol.operator.plugins.module_utils import _envfile
 from ansible_collections.theprotocol.operator.plugins.module_utils import _incident as inc
 from ansible_collections.theprotocol.operator.plugins.module_utils import _observe as observe
-from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
@@ -345,8 +344,7 @@ def collect(module, client):
     checklist, gathered = None, {}
     if params['checklist']:
         try:
-            checklist, gathered = observe.checklist(
-                gatherer, mask=lambda values: module.no_log_values.update(_secrets.no_log_values(values)))
+            checklist, gathered = observe.checklist(gatherer, no_log_values=module.no_log_values)
         except Exception as exc:  # pylint: disable=broad-except
             # The evidence is what step 1 must deliver (an incident is often a broken host): the checklist's
             # failure is recorded, as the role did when the checklist was a task of its own.

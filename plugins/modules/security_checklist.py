@@ -172,7 +172,6 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.theprotocol.operator.plugins.module_utils import _observe as observe
-from ansible_collections.theprotocol.operator.plugins.module_utils import _secrets
 from ansible_collections.theprotocol.operator.plugins.module_utils import _stack as stack
 from ansible_collections.theprotocol.operator.plugins.module_utils import _x509 as x509u
 
@@ -184,8 +183,7 @@ def run_checks(module, client):
     gatherer = observe.Gatherer(client, params)
     try:
         # The secret set first: Ansible masks it in everything the module prints from now on.
-        out, facts = observe.checklist(gatherer, params['checks'],
-                                       mask=lambda secrets: module.no_log_values.update(_secrets.no_log_values(secrets)))
+        out, facts = observe.checklist(gatherer, params['checks'], no_log_values=module.no_log_values)
     except observe.ObserveError as exc:
         module.fail_json(msg=str(exc))
     out.update(changed=False, duration_seconds=round(time.monotonic() - started, 3))

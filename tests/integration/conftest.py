@@ -309,10 +309,10 @@ def pytest_configure(config):
             marker.unlink()
 
 
-def hosts_to_stop(finished: set[str], selected: set[str]) -> list[str]:
-    """The lab hosts whose every selected module has finished (a host of a module not selected is kept)."""
-    hosts = sorted({h for module in finished for h in MODULE_HOSTS.get(module, ())} - set(KEEP_RUNNING))
-    return [h for h in hosts if all(m in finished for m, of in MODULE_HOSTS.items() if h in of and m in selected)]
+def hosts_to_stop(module: str, finished: set[str], selected: set[str]) -> list[str]:
+    """The lab hosts of ``module`` whose every selected module has finished."""
+    return [h for h in MODULE_HOSTS.get(module, ()) if h not in KEEP_RUNNING
+            and all(m in finished for m in selected if h in MODULE_HOSTS.get(m, ()))]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -325,10 +325,8 @@ def stop_the_hosts_of_finished_modules(request):
     (FINISHED / module).touch()
     finished = {p.name for p in FINISHED.iterdir()}
     selected = {item.path.name for item in request.session.items}
-    for name in hosts_to_stop(finished, selected):
-        if name in MODULE_HOSTS[module]:
-            # --no-block: dockerd stops the stack's containers on its own time, not this worker's.
-            subprocess.run(["docker", "exec", lab["hosts"][name]["container"], "systemctl", "--no-block", "stop",
-                            "docker.socket", "docker.service", "containerd.service"], capture_output=True,
-                           check=False)
-            print(f"{module} was the last module on {name}: its Docker daemon is stopped")
+    for name in hosts_to_stop(module, finished, selected):
+        # --no-block: dockerd stops the stack's containers on its own time, not this worker's.
+        subprocess.run(["docker", "exec", lab["hosts"][name]["container"], "systemctl", "--no-block", "stop",
+                        "docker.socket", "docker.service", "containerd.service"], capture_output=True, check=False)
+        print(f"{module} was the last module on {name}: its Docker daemon is stopped")
