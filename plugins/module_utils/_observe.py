@@ -272,11 +272,12 @@ class Gatherer:
                 self._containers[service] = (obj, container_facts(obj.attrs, name), mounts)
         return self._containers[service][:2]
 
-    def log_lines(self, service, since=None, tail=None):
-        """``docker logs --timestamps`` of ``service`` as lines (blank ones dropped); [] when unreadable."""
+    def log_read(self, service, since=None, tail=None):
+        """``docker logs --timestamps`` of ``service``: ``(lines, error)``, the lines without blank ones; ``error``
+        says why the log could not be read (the container missing: no lines and no error)."""
         obj, dummy = self.container(service)
         if obj is None:
-            return []
+            return [], None
         kwargs = dict(stdout=True, stderr=True, timestamps=True)
         if since is not None:
             kwargs['since'] = int(since.timestamp())
@@ -284,10 +285,14 @@ class Gatherer:
             kwargs['tail'] = tail
         try:
             raw = obj.logs(**kwargs)
-        except DockerException:
-            return []
+        except DockerException as exc:
+            return [], str(exc)
         text = raw.decode('utf-8', 'replace') if isinstance(raw, bytes) else (raw or '')
-        return [line for line in text.splitlines() if line.strip()]
+        return [line for line in text.splitlines() if line.strip()], None
+
+    def log_lines(self, service, since=None, tail=None):
+        """The lines of :meth:`log_read`; [] when unreadable."""
+        return self.log_read(service, since=since, tail=tail)[0]
 
     def exec_in(self, service, argv, environment=None):
         """``dict(exit_code, output)`` of ``argv`` in the running container of ``service`` (``_stack.exec_run``)."""

@@ -297,16 +297,6 @@ def _read(path, limit=1024 * 1024):
         return None
 
 
-def _logs(container, tail, redactor):
-    if container is None:
-        return []
-    try:
-        raw = container.logs(stdout=True, stderr=True, timestamps=True, tail=tail)
-    except docker.errors.APIError as exc:
-        return [{'ts': None, 'line': 'cannot read the log: %s' % redactor.text(str(exc))}]
-    return inc.split_log(raw, redactor)
-
-
 def _served_der(host, port, timeout):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -366,19 +356,21 @@ def collect(module, client):
         containers[service] = inc.container_facts(container.attrs, image_attrs)
         handles[service] = container
 
-    def log_of(service, fact, tail):
+    def log_of(service, tail, fact=None):
         # A log the gatherer read for the checklist (the same tail) is not read again.
-        lines = gathered.get(fact)
-        if lines is not None:
-            return inc.split_log('\n'.join(lines).encode('utf-8'), redactor)
-        return _logs(handles[service], tail, redactor)
+        lines = gathered.get(fact) if fact else None
+        if lines is None:
+            lines, error = gatherer.log_read(service, tail=tail)
+            if error:
+                return [{'ts': None, 'line': 'cannot read the log: %s' % redactor.text(error)}]
+        return inc.split_log('\n'.join(lines).encode('utf-8'), redactor)
 
     logs = {
-        'cert-writer': log_of('cert-writer', 'cert_writer_log', params['log_lines']),
-        'nginx-federation': _logs(handles['nginx-federation'], params['log_lines'], redactor),
-        'spire-agent': log_of('spire-agent', 'agent_log', params['agent_log_lines']),
+        'cert-writer': log_of('cert-writer', params['log_lines'], 'cert_writer_log'),
+        'nginx-federation': log_of('nginx-federation', params['log_lines']),
+        'spire-agent': log_of('spire-agent', params['agent_log_lines'], 'agent_log'),
     }
-    registry_lines = _logs(handles['registry'], params['registry_scan_lines'], redactor)
+    registry_lines = log_of('registry', params['registry_scan_lines'])
     auth = inc.auth_failures(registry_lines, params['auth_failure_lines'])
 
     healthcheck, agent_version = None, None

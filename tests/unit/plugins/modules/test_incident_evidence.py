@@ -252,3 +252,34 @@ def test_checklist_thresholds_are_checked_before_docker(capsys, monkeypatch):
     code, result, dummy = run_main(capsys, {'registry_name': 'acme', 'operator_name': 'acme', 'checklist': True,
                                             'eventstore_window': 0})
     assert code == 1 and 'eventstore_window must be a positive number of seconds, got 0.' in result['msg']
+
+
+def test_a_log_that_cannot_be_read_is_evidence_and_the_error_is_redacted(capsys, monkeypatch, tmp_path, pki):
+    """The gatherer's reader (one for the checklist and the evidence) says why a log could not be read; the
+    evidence keeps that line, redacted like every other."""
+    from ansible_collections.theprotocol.operator.tests.unit.plugins.module_utils import observed_stack as lab
+    host = lab.LabHost(tmp_path, pki)
+    client = host.client()
+    client.version = lambda: {'Version': '20.10.24', 'ApiVersion': '1.41'}
+    secret = host.secrets['POSTGRES_PASSWORD']
+
+    def refused(**kwargs):
+        raise mod.docker.errors.APIError('log driver "none" cannot read (%s)' % secret)
+    get = client.containers.get
+
+    def container(name):
+        obj = get(name)
+        if obj.service == 'nginx-federation':
+            obj.logs = refused
+        return obj
+    client.containers.get = container
+    monkeypatch.setattr(mod.docker, 'DockerClient', lambda **kw: client)
+    monkeypatch.setattr(mod, '_served_der', lambda *a: (None, 'connection refused'))
+    code, result, out = run_main(capsys, dict(registry_name=lab.REGISTRY, operator_name=lab.OPERATOR,
+                                              trust_domain=lab.TRUST_DOMAIN, stack_dir=host.stack_dir,
+                                              federation_host='127.0.0.1', federation_port=1))
+    assert code == 0, result
+    [entry] = result['logs']['nginx-federation']
+    assert entry['ts'] is None and entry['line'].startswith('cannot read the log: ') and 'log driver' in entry['line']
+    assert secret not in out
+    assert result['logs']['cert-writer'] and result['logs']['cert-writer'][0]['ts']  # the others are read
