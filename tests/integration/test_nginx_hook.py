@@ -102,7 +102,7 @@ def wait_served_current(host, timeout: float = ROTATION_TIMEOUT) -> str:
 
 def redeploy(host):
     """site.yml on this module's host: repairs what a test broke."""
-    rc, result = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}")
+    rc, result = run_playbook("playbooks/site.yml", "-l", HOST)
     assert rc == 0, json.dumps(result)[-4000:]
     return recap(result)[HOST]
 

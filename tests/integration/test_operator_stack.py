@@ -313,7 +313,7 @@ def test_njs_refuses_certificates_without_exactly_one_spiffe_id(host):
 
 def test_invalid_allow_list_is_refused_before_anything_changes(host):
     before = sh(host, ["sha256sum", f"{STACK_DIR}/nginx/federation.conf"])[1]
-    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e",
+    rc, out = run_playbook("playbooks/site.yml", "-l", HOST, "-e",
                            json.dumps({"operator_stack_federation_allowed_spiffe_ids":
                                        ["spiffe://example.com/service/registry-*", 'spiffe://example.com/x"; }']}),
                            structured=False)
@@ -325,7 +325,7 @@ def test_invalid_allow_list_is_refused_before_anything_changes(host):
 def test_widened_allow_list_lets_any_svid_of_the_trust_domain_through(host, probe_certs):
     """The real fault of the non-registry probe: with ** the agent's and any workload's SVID get through."""
     wide = json.dumps({"operator_stack_federation_allowed_spiffe_ids": ["spiffe://example.com/**"]})
-    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", wide, structured=False)
+    rc, out = run_playbook("playbooks/site.yml", "-l", HOST, "-e", wide, structured=False)
     assert rc == 0, out[-3000:]
     try:
         wait_for("nginx to reload the widened allow-list",
@@ -334,7 +334,7 @@ def test_widened_allow_list_lets_any_svid_of_the_trust_domain_through(host, prob
         for method, path in ENDPOINTS:
             assert _request(host, method, path, probe_certs["not_a_registry"])[0] == "200", path
     finally:
-        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        rc, out = run_playbook("playbooks/site.yml", "-l", HOST, structured=False)
         assert rc == 0, out[-3000:]
     wait_for("the default allow-list back",
              lambda: _request(host, "GET", "/api/v1/federation/agent-cards", probe_certs["agent_svid"])[0] == "403",

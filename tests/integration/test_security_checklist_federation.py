@@ -136,7 +136,7 @@ def test_mtls_probe_matrix_on_the_healthy_stack(stack, tmp_path):
 def test_widened_allow_list_fails_mtls_enforced(stack, tmp_path):
     """The real fault of the non-registry probe: nginx-federation lets any SVID of the trust domain through."""
     wide = json.dumps({"operator_stack_federation_allowed_spiffe_ids": ["spiffe://example.com/**"]})
-    rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", "-e", wide, structured=False)
+    rc, out = run_playbook("playbooks/site.yml", "-l", HOST, "-e", wide, structured=False)
     assert rc == 0, out[-3000:]
     try:
         results, dummy, dummy2 = verify(tmp_path)
@@ -145,7 +145,7 @@ def test_widened_allow_list_fails_mtls_enforced(stack, tmp_path):
                     "only registry SPIFFE IDs")
         assert set(results["mtls_enforced"]["details"]["matrix"]["non_registry"].values()) == {"200"}
     finally:
-        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        rc, out = run_playbook("playbooks/site.yml", "-l", HOST, structured=False)
         assert rc == 0, out[-3000:]
     wait_all_pass(tmp_path)
 
@@ -176,6 +176,6 @@ def test_nginx_federation_without_its_checks_fails_every_refusal_probe(stack, tm
             assert words in failures, (words, res["evidence"])
         assert set(res["details"]["matrix"]["self_signed"].values()) == {"200"}
     finally:
-        rc, out = run_playbook("playbooks/site.yml", "-l", f"frame,{HOST}", structured=False)
+        rc, out = run_playbook("playbooks/site.yml", "-l", HOST, structured=False)
         assert rc == 0, out[-3000:]
     wait_all_pass(tmp_path)
