@@ -183,7 +183,7 @@ def test_merged_inventory_has_the_frame_and_the_instance_python(loaded, scenario
 def test_test_sequence(loaded, scenario):
     sequence = loaded[scenario][0]["scenario"]["test_sequence"]
     full = base()["scenario"]["test_sequence"]
-    assert full == ["dependency", "destroy", "syntax", "create", "prepare", "converge", "idempotence", "verify", "destroy"]
+    assert full == ["dependency", "destroy", "create", "prepare", "converge", "idempotence", "verify", "destroy"]
     assert sequence == [step for step in full if step not in LEFT_OUT.get(scenario, [])]
 
 
