@@ -283,9 +283,10 @@ def pytest_sessionstart(session):
 # Idle stacks cost CPU on a machine that the integration run keeps busy: a deployed stack with nothing to
 # do took 3.85 CPU-seconds a minute on the lab (its healthchecks every 5 to 15 s, the nested dockerd that
 # runs them, postgres and redis housekeeping: benchmarks/README.md, "Idle stacks"), so eleven of them take
-# about a third of the 2 cores. `make integration` (THEPROTOCOL_IT_STOP_FINISHED_HOSTS=1) stops the Docker
-# daemon of a lab host once every module that works on it has finished; a later deploy (site.yml, the
-# docker_engine role) starts it again and the stack's containers come back with it.
+# about a third of the 2 cores. `make integration` (THEPROTOCOL_IT_STOP_FINISHED_HOSTS=1) kills the stack
+# of a lab host and stops its Docker daemon once every module that works on it has finished; a later deploy
+# (site.yml: the docker_engine role starts the daemon, the stack's compose up the killed containers) brings
+# it back.
 MODULE_HOSTS = {
     "test_operator_stack.py": ("host1",), "test_lab_spire.py": ("host1",),
     "test_operator_stack_inputs.py": ("host2",), "test_operator_onboarding.py": ("host2",),
@@ -326,7 +327,11 @@ def stop_the_hosts_of_finished_modules(request):
     finished = {p.name for p in FINISHED.iterdir()}
     selected = {item.path.name for item in request.session.items}
     for name in hosts_to_stop(module, finished, selected):
-        # --no-block: dockerd stops the stack's containers on its own time, not this worker's.
-        subprocess.run(["docker", "exec", lab["hosts"][name]["container"], "systemctl", "--no-block", "stop",
-                        "docker.socket", "docker.service", "containerd.service"], capture_output=True, check=False)
-        print(f"{module} was the last module on {name}: its Docker daemon is stopped")
+        # The stack's containers first: the role's daemon.json sets live-restore, so containers outlive a
+        # stopped dockerd (their processes kept taking CPU, only the healthchecks stopped). Detached (-d):
+        # on the lab host's own time, not this worker's.
+        subprocess.run(["docker", "exec", "-d", lab["hosts"][name]["container"], "sh", "-c",
+                        "docker ps -q | xargs -r docker kill >/dev/null 2>&1; "
+                        "systemctl stop docker.socket docker.service containerd.service"],
+                       capture_output=True, check=False)
+        print(f"{module} was the last module on {name}: its stack is killed and its Docker daemon stopped")
