@@ -186,22 +186,16 @@ def base_image(client: docker.DockerClient) -> str:
     return client.images.get(BASE_IMAGE).id
 
 
-def go_binaries(names: list[str]) -> dict[str, Path]:
-    """The Go binaries the images ``names`` need (SPIRE, cert-writer), built once and cached: binary -> path."""
+def build_images(client: docker.DockerClient, only: list[str] | None = None) -> dict[str, str]:
+    """Build every lab image whose inputs changed; return name -> image id."""
+    base_id = base_image(client)
     binaries: dict[str, Path] = {}
+    names = only or list(IMAGES)
     if any(b in ("spire-server", "spire-agent") for n in names for b in IMAGES[n]):
         spire = spire_binaries()
         binaries.update({"spire-server": spire / "spire-server", "spire-agent": spire / "spire-agent"})
     if any("cert-writer" in IMAGES[n] for n in names):
         binaries["cert-writer"] = cert_writer_binary()
-    return binaries
-
-
-def build_images(client: docker.DockerClient, only: list[str] | None = None) -> dict[str, str]:
-    """Build every lab image whose inputs changed; return name -> image id."""
-    base_id = base_image(client)
-    names = only or list(IMAGES)
-    binaries = go_binaries(names)
     ids = {}
     for name in names:
         ctx = IMAGES_DIR / name
@@ -861,11 +855,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")
     b.add_argument("images", nargs="*", help=f"images to build (default all): {', '.join(IMAGES)}")
-    b.add_argument("--go", choices=("only", "none", "binaries"), default=None,
-                   help="only the images that need a Go build (SPIRE, cert-writer), or none of them, or only the Go "
-                        "binaries (no image, so no base image either: it can start before debootstrap); make test "
-                        "builds the binaries from the start and the two groups of images at the same time (the Go "
-                        "build is CPU-bound, the others mostly download Debian packages)")
+    b.add_argument("--go", choices=("only", "none"), default=None,
+                   help="only the images that need a Go build (SPIRE, cert-writer), or none of them; "
+                        "make test builds the two groups at the same time (the Go build is CPU-bound, the others "
+                        "mostly download Debian packages)")
     u = sub.add_parser("up")
     u.add_argument("--hosts", default=None, help=f"number of lab hosts, 1..{MAX_HOSTS} (default $LAB_HOSTS, else the running lab's size, else 1); "
                    f"with {SSH_HOST.removeprefix('host')}, {SSH_HOST} is the SSH host (user {SSH_USER}, sudo)")
@@ -878,10 +871,6 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 raise LabError(f"unknown image(s) {', '.join(unknown)}; known: {', '.join(IMAGES)}")
             names = args.images or list(IMAGES)
-            if args.go == "binaries":
-                go_binaries(names)
-                log("Go binaries ready")
-                return 0
             if args.go:
                 names = [n for n in names if bool(IMAGES[n]) == (args.go == "only")]
             build_images(docker_client(), names)

@@ -13,15 +13,13 @@ set -m  # the preparation gets a process group of its own, so that a failure her
 (
   set -e
   labctl() { .venv/bin/python lab/labctl.py "$@"; }
-  # The Go builds (SPIRE, cert-writer: CPU-bound, and their module downloads) from the start, alongside
-  # debootstrap, the other images and the EE (mostly downloads); their images once the base image is there.
-  labctl build --go binaries &
-  go=$!
   labctl build host  # the base image (debootstrap) first, once
+  # The Go builds (SPIRE, cert-writer: CPU-bound) alongside the other images and the EE (mostly downloads).
+  labctl build --go only &
+  go=$!
   labctl build --go none
   make -s ee
   wait "$go"
-  labctl build --go only
   make -s lab-up LAB_HOSTS="${INTEGRATION_HOSTS:?}"
 ) >"$log" 2>&1 &
 prepare=$!
