@@ -357,9 +357,10 @@ def collect(module, client):
         handles[service] = container
 
     def log_of(service, tail, fact=None):
-        # A log the gatherer read for the checklist (the same tail) is not read again.
+        # A log the gatherer read for the checklist (the same tail) is not read again. The checklist's facts
+        # hold no read error, so an empty one is asked again (cheap when empty), to say why it is empty.
         lines = gathered.get(fact) if fact else None
-        if lines is None:
+        if not lines:
             lines, error = gatherer.log_read(service, tail=tail)
             if error:
                 return [{'ts': None, 'line': 'cannot read the log: %s' % redactor.text(error)}]

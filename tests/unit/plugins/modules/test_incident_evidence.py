@@ -254,7 +254,10 @@ def test_checklist_thresholds_are_checked_before_docker(capsys, monkeypatch):
     assert code == 1 and 'eventstore_window must be a positive number of seconds, got 0.' in result['msg']
 
 
-def test_a_log_that_cannot_be_read_is_evidence_and_the_error_is_redacted(capsys, monkeypatch, tmp_path, pki):
+# nginx-federation: read for the evidence only; spire-agent with checklist=true: read by the gatherer for both.
+@pytest.mark.parametrize('service, checklist', [('nginx-federation', False), ('spire-agent', True)])
+def test_a_log_that_cannot_be_read_is_evidence_and_the_error_is_redacted(
+        capsys, monkeypatch, tmp_path, pki, service, checklist):
     """The gatherer's reader (one for the checklist and the evidence) says why a log could not be read; the
     evidence keeps that line, redacted like every other."""
     from ansible_collections.theprotocol.operator.tests.unit.plugins.module_utils import observed_stack as lab
@@ -269,7 +272,7 @@ def test_a_log_that_cannot_be_read_is_evidence_and_the_error_is_redacted(capsys,
 
     def container(name):
         obj = get(name)
-        if obj.service == 'nginx-federation':
+        if obj.service == service:
             obj.logs = refused
         return obj
     client.containers.get = container
@@ -277,9 +280,10 @@ def test_a_log_that_cannot_be_read_is_evidence_and_the_error_is_redacted(capsys,
     monkeypatch.setattr(mod, '_served_der', lambda *a: (None, 'connection refused'))
     code, result, out = run_main(capsys, dict(registry_name=lab.REGISTRY, operator_name=lab.OPERATOR,
                                               trust_domain=lab.TRUST_DOMAIN, stack_dir=host.stack_dir,
-                                              federation_host='127.0.0.1', federation_port=1))
+                                              federation_host='127.0.0.1', federation_port=1,
+                                              eventstore_window=100000000, checklist=checklist))
     assert code == 0, result
-    [entry] = result['logs']['nginx-federation']
+    [entry] = result['logs'][service]
     assert entry['ts'] is None and entry['line'].startswith('cannot read the log: ') and 'log driver' in entry['line']
     assert secret not in out
     assert result['logs']['cert-writer'] and result['logs']['cert-writer'][0]['ts']  # the others are read
