@@ -133,7 +133,8 @@ def spire_binaries() -> Path:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="spire-build-") as tmp:
         # The one cgo package, go-sqlite3 (the server's datastore), compiles the SQLite amalgamation in one
-        # serial job: 61 s with Go's default -O2 -g, 28 s with -O1 -g0 (benchmarks/README.md, "SPIRE build").
+        # serial job: 61 s with Go's default -O2 -g, 28 s with -O1 -g0 (benchmarks/README.md, the cold run
+        # of 2026-11-28 09:45).
         env = dict(os.environ, CGO_ENABLED="1", GOBIN=str(Path(tmp) / "bin"), GOFLAGS="-buildvcs=false",
                    CGO_CFLAGS="-O1 -g0")
         _run(["go", "mod", "init", "spirebuild"], cwd=Path(tmp), env=env, what="go mod init")
