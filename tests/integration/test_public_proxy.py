@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import failure_messages, recap, run_playbook, server_cli, sh, wait_for
+from conftest import failure_messages, put_file, recap, run_playbook, server_cli, sh, wait_for
 
 # Lab host of this module: host6. make integration runs modules in parallel (one worker per
 # module); modules that share a host must not disturb each other.
@@ -502,3 +502,68 @@ def test_the_role_verifies_the_closed_endpoints_itself(proxy, pki):
     for wanted in ("GET /health answers the fixed body only", "Each internal location is refused by nginx",
                    "The federation locations and the federation query refuse a client without a SPIFFE ID"):
         assert any(wanted in n for n in names), (wanted, names)
+
+
+GUIDE_SITE = "/etc/nginx/sites-enabled/000-guide-public-nginx.conf"
+
+
+def _guide_site(host) -> bytes:
+    """The guide's public nginx configuration ("mTLS Through Public Nginx") for this registry with the role's
+    certificate: what an operator who followed the guide before the role still has enabled."""
+    site = sh(host, ["cat", SITE])[1]
+    cert = re.search(r"^\s*ssl_certificate\s+(\S+);", site, re.M).group(1)
+    key = re.search(r"^\s*ssl_certificate_key\s+(\S+);", site, re.M).group(1)
+    return f"""server {{
+    listen 443 ssl;
+    server_name {SERVER_NAME};
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_verify_client optional_no_ca;
+    location /api/v1/federation/ {{
+        proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
+        proxy_pass http://localhost:{PUBLISH_PORT};
+    }}
+    location / {{
+        proxy_pass http://localhost:{PUBLISH_PORT};
+    }}
+}}
+""".encode()
+
+
+def test_the_guides_site_left_enabled_fails_every_probe_of_the_role(proxy, pki, host):
+    """The real fault behind the role's probes from outside: the guide's configuration for the same server name
+    enabled next to the role's site. nginx loads it first and serves it (nginx -t only warns of the conflicting
+    name), so /health tells the database and Redis state, and the internal and federation locations are proxied
+    without the allow-list. The role reports every wrong answer at once; without the guide's site (the control)
+    the same probes pass."""
+    put_file(host, GUIDE_SITE, _guide_site(host))
+    try:
+        sh(host, ["nginx", "-t", "-q"])
+        sh(host, ["systemctl", "reload", "nginx"])
+
+        def guide_site_answers():
+            status, _hdrs, body = _request(proxy, pki, "GET", "/health")
+            return status == 200 and b"redis" in body  # the registry's own /health, proxied as it is
+
+        wait_for("the guide's site to answer /health", guide_site_answers, timeout=30)
+        rc, result = _proxy(pki, proxy["tmp"])
+        assert rc != 0, "the role's probes passed while the guide's site served the registry"
+        [message] = failure_messages(result)
+        assert "Every probe from outside got the answer it must get" in message, message
+        assert "conflicting server name" in message, message
+        wrong = {"/health": "the public health answer must tell nothing about the database and Redis",
+                 "/internal/": "an internal location must be refused by nginx",
+                 "/api/v1/rows": "an internal location must be refused by nginx",
+                 "/internal/federation/query": "a client without a SPIFFE ID must be refused by the federation allow-list",
+                 FEDERATION.rsplit("/", 1)[0] + "/": "a client without a SPIFFE ID must be refused by the federation allow-list",
+                 "/api/v1/events/": "a client without a SPIFFE ID must be refused by the federation allow-list",
+                 "/api/v1/cross-teg/": "a client without a SPIFFE ID must be refused by the federation allow-list"}
+        for path, fault in wrong.items():
+            assert f"{path}: {fault}" in message, (path, message)
+        assert "7 wrong answer(s)" in message, message
+    finally:
+        sh(host, ["rm", "-f", GUIDE_SITE])
+        sh(host, ["systemctl", "reload", "nginx"])
+    rc, result = _proxy(pki, proxy["tmp"])
+    assert rc == 0, failure_messages(result)
+    assert not failure_messages(result)
