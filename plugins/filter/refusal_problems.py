@@ -58,8 +58,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: One line per wrong answer, C(<path>: <fault> (answered <status> <body>; expected <status> ...)); the
-    body is quoted up to 160 characters.
+  description:
+    - "One line per wrong answer, C(<path>: <fault> (answered <status> <body>; expected <status> ...)); the body is
+      quoted up to 160 characters."
   type: list
   elements: str
   sample:
