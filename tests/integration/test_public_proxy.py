@@ -535,7 +535,7 @@ def test_the_guides_site_left_enabled_fails_every_probe_of_the_role(proxy, pki, 
     enabled next to the role's site. nginx loads it first and serves it (nginx -t only warns of the conflicting
     name), so /health tells the database and Redis state, and the internal and federation locations are proxied
     without the allow-list. The role reports every wrong answer at once; without the guide's site (the control)
-    the same probes pass."""
+    the same probes pass. A run that would change the role's site is refused before the reload."""
     put_file(host, GUIDE_SITE, _guide_site(host))
     try:
         sh(host, ["nginx", "-t", "-q"])
@@ -561,6 +561,16 @@ def test_the_guides_site_left_enabled_fails_every_probe_of_the_role(proxy, pki, 
         for path, fault in wrong.items():
             assert f"{path}: {fault}" in message, (path, message)
         assert "7 wrong answer(s)" in message, message
+        # A run that changes the role's site is refused before the reload: nginx -t of the candidate only warns of
+        # the conflicting name, the role's check script refuses it, and the site stays as it was.
+        site_before = sh(host, ["cat", SITE])[1]
+        rc, result = _proxy(pki, proxy["tmp"], public_proxy_internal_locations=["/internal/"])
+        assert rc != 0, "a site that another enabled site shadows was written"
+        message = failure_messages(result)[-1]  # the rescue's report (the failed template task comes before it)
+        assert "nginx -t refused the new configuration" in message, message
+        assert f"another enabled site in /etc/nginx/sites-enabled also serves {SERVER_NAME} on the same port" \
+            in message, message
+        assert sh(host, ["cat", SITE])[1] == site_before
     finally:
         sh(host, ["rm", "-f", GUIDE_SITE])
         sh(host, ["systemctl", "reload", "nginx"])
